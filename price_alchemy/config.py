@@ -1,0 +1,100 @@
+"""Infrastructure settings, read from the environment (prefix ``PRICE_ALCHEMY_``) and ``.env``.
+
+Experiment parameters (search spaces, budgets, thresholds) live in the parameters file instead;
+see :mod:`price_alchemy.params`. Build settings only in entry points, via :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where state lives and which backends to talk to."""
+
+    model_config = SettingsConfigDict(env_prefix="PRICE_ALCHEMY_", env_file=".env", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".price_alchemy"),
+        description="Directory holding all embedded state: DuckDB warehouse, MLflow store, reports.",
+    )
+    warehouse: Literal["duckdb", "bigquery"] = Field(default="duckdb", description="Warehouse backend.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "PRICE_ALCHEMY_MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server; default is a SQLite store inside home.",
+    )
+    mlflow_registry_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_REGISTRY_URI", "PRICE_ALCHEMY_MLFLOW_REGISTRY_URI"),
+        description="Model registry URI; default is the tracking URI.",
+    )
+    experiment_name: str = "price-alchemy"
+    model_name: str = "price-alchemy"
+    params_file: Path | None = Field(
+        default=None, description="Parameters YAML; default is the one shipped with the package."
+    )
+
+    bigquery_project: str | None = None
+    bigquery_dataset: str = "price_alchemy"
+    bigquery_location: str | None = None
+    bigquery_api_endpoint: str | None = Field(
+        default=None, description="Override the BigQuery REST endpoint (e.g. a local emulator)."
+    )
+    bigquery_credentials_file: Path | None = Field(
+        default=None, description="Service-account JSON; default uses Application Default Credentials."
+    )
+
+    api_key: SecretStr | None = Field(default=None, description="Enables API-key auth on the REST API.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("bigquery_dataset")
+    @classmethod
+    def _dataset_name(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum():
+            raise ValueError("bigquery_dataset may contain only letters, digits and underscores")
+        return value
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI actually used: the configured one, else SQLite under home."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Artifact root for new experiments in the embedded store (None: the server decides)."""
+        if self.mlflow_tracking_uri:
+            return None
+        return (self.home / "mlartifacts").as_uri()
+
+    def ensure_home(self) -> Path:
+        """Create the home directory tree (entry points call this, never import time)."""
+        for path in (self.home, self.reports_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing the env."""
+    return Settings()

@@ -1,0 +1,124 @@
+"""Experiment parameters: a versioned YAML file loaded into pydantic models and logged with each run."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from price_alchemy.errors import ConfigError
+
+Family = Literal["ridge", "lightgbm"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitParams(_Strict):
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    salt: str = "price-alchemy-v1"
+
+
+class ValidationParams(_Strict):
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+    max_price: float = Field(10_000.0, gt=0)
+    min_rows: int = Field(1, ge=1)
+    max_missing: dict[str, float] = Field(
+        default_factory=lambda: {"brand_name": 0.8, "category_name": 0.2, "item_description": 0.2}
+    )
+    price_median_range: tuple[float, float] = (5.0, 100.0)
+    price_mean_range: tuple[float, float] = (5.0, 200.0)
+    max_zero_price_fraction: float = Field(0.05, ge=0, le=1)
+
+
+class FeatureParams(_Strict):
+    name_max_features: int = Field(50_000, ge=10)
+    name_ngram_max: int = Field(2, ge=1, le=3)
+    text_max_features: int = Field(100_000, ge=10)
+    text_ngram_max: int = Field(2, ge=1, le=3)
+    text_min_df: int = Field(2, ge=1)
+    char_max_features: int = Field(30_000, ge=0)
+
+
+class TrainingParams(_Strict):
+    min_train_rows: int = Field(50, ge=10)
+    tune_max_rows: int = Field(200_000, ge=100)
+    blend: bool = True
+
+
+class RidgeSpace(_Strict):
+    alpha: tuple[float, float] = (0.5, 30.0)
+
+
+class LightGBMSpace(_Strict):
+    learning_rate: tuple[float, float] = (0.03, 0.3)
+    num_leaves: tuple[int, int] = (15, 127)
+    n_estimators: tuple[int, int] = (150, 800)
+    min_child_samples: tuple[int, int] = (5, 60)
+    colsample_bytree: tuple[float, float] = (0.2, 0.9)
+
+
+class TuningParams(_Strict):
+    max_evals: int = Field(24, ge=1)
+    timeout_s: float = Field(150.0, gt=0)
+    seed: int = 42
+    families: tuple[Family, ...] = ("ridge", "lightgbm")
+    ridge: RidgeSpace = RidgeSpace()
+    lightgbm: LightGBMSpace = LightGBMSpace()
+
+    @model_validator(mode="after")
+    def _families_not_empty(self) -> TuningParams:
+        if not self.families:
+            raise ValueError("tuning.families must name at least one model family")
+        return self
+
+
+class PromotionParams(_Strict):
+    margin: float = Field(0.002, ge=0)
+
+
+class Params(_Strict):
+    version: int = 1
+    split: SplitParams = SplitParams()
+    validation: ValidationParams = ValidationParams()
+    features: FeatureParams = FeatureParams()
+    training: TrainingParams = TrainingParams()
+    tuning: TuningParams = TuningParams()
+    promotion: PromotionParams = PromotionParams()
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view for ``mlflow.log_params``."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, sub in value.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), sub)
+            else:
+                out[prefix] = value
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def load_params(path: Path | str | None = None) -> Params:
+    """Load the parameters file (the packaged default when ``path`` is None)."""
+    try:
+        if path is None:
+            text = resources.files("price_alchemy").joinpath("params.yaml").read_text(encoding="utf-8")
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read parameters file {path}: {exc}") from exc
+    raw = yaml.safe_load(text) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"parameters file {path or 'params.yaml'} must hold a mapping")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid parameters file {path or 'params.yaml'}:\n{exc}") from exc
