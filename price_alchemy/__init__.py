@@ -17,7 +17,7 @@ _LAZY = {
     "Settings": "price_alchemy.config",
     "get_settings": "price_alchemy.config",
     "load_params": "price_alchemy.params",
-    "read_listings": "price_alchemy.data.readers",
+    "read_listings": "price_alchemy.data.files",
     "generate_listings": "price_alchemy.data.synthetic",
     "open_warehouse": "price_alchemy.data.warehouse",
     "validate_listings": "price_alchemy.validation",

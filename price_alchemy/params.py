@@ -49,6 +49,7 @@ class TrainingParams(_Strict):
     min_train_rows: int = Field(50, ge=10)
     tune_max_rows: int = Field(200_000, ge=100)
     blend: bool = True
+    refit_on_valid: bool = True
 
 
 class RidgeSpace(_Strict):
@@ -57,10 +58,11 @@ class RidgeSpace(_Strict):
 
 class LightGBMSpace(_Strict):
     learning_rate: tuple[float, float] = (0.03, 0.3)
-    num_leaves: tuple[int, int] = (15, 127)
-    n_estimators: tuple[int, int] = (150, 800)
-    min_child_samples: tuple[int, int] = (5, 60)
+    num_leaves: tuple[int, int] = (8, 64)
+    n_estimators: tuple[int, int] = (100, 600)
+    min_child_samples: tuple[int, int] = (10, 60)
     colsample_bytree: tuple[float, float] = (0.2, 0.9)
+    max_columns: int = Field(8_000, ge=100)
 
 
 class TuningParams(_Strict):

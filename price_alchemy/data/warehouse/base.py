@@ -1,0 +1,195 @@
+"""The warehouse contract shared by the DuckDB and BigQuery backends.
+
+A warehouse holds two tables: ``listings`` (the canonical listing columns plus ``batch_id`` and
+``ingested_at``) and ``listings_quarantine`` (rows rejected by ingestion or validation). Every
+write is keyed by ``batch_id`` and replaces that batch, so a retried Airflow task leaves exactly
+one copy. Frame preparation and result coercion live here so both backends return identical
+frames; the backends only move data.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from types import TracebackType
+from typing import Self
+
+import pandas as pd
+
+from price_alchemy import schema
+from price_alchemy.errors import WarehouseError
+
+INT_COLUMNS = ("listing_id", "item_condition_id", "shipping")
+#: Quarantine columns that may be missing (a row that could not be parsed has no listing id).
+NULLABLE_INT_QUARANTINE = ("line", "listing_id")
+TIMESTAMP_DTYPE = "datetime64[us, UTC]"
+
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+_FIRST_WORD = re.compile(r"^\s*\(*\s*([A-Za-z]+)")
+
+
+class Warehouse(ABC):
+    """Batch-idempotent storage of listings and quarantined rows.
+
+    Use as a context manager (``with open_warehouse(settings) as wh: ...``) so the connection is
+    closed even when a task fails.
+    """
+
+    @abstractmethod
+    def load_batch(self, listings: pd.DataFrame, batch_id: str) -> int:
+        """Replace batch ``batch_id`` in ``listings`` with this canonical frame; return its row count."""
+
+    @abstractmethod
+    def load_quarantine(self, rejects: pd.DataFrame, batch_id: str) -> int:
+        """Replace batch ``batch_id``'s quarantined rows (an empty frame just clears them)."""
+
+    @abstractmethod
+    def read_listings(
+        self, *, batch_ids: Sequence[str] | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
+        """Canonical columns plus ``batch_id``, ordered by (batch_id, listing_id)."""
+
+    @abstractmethod
+    def read_quarantine(self, *, batch_id: str | None = None) -> pd.DataFrame:
+        """Quarantined rows with ``quarantined_at``, ordered by (batch_id, line, listing_id)."""
+
+    @abstractmethod
+    def batches(self) -> pd.DataFrame:
+        """One row per stored batch: ``batch_id``, ``rows``, ``ingested_at``; newest first."""
+
+    @abstractmethod
+    def query(self, sql: str) -> pd.DataFrame:
+        """Run one read-only SELECT written with ``{listings}`` / ``{quarantine}`` placeholders."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection; safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def render_query(sql: str, listings: str, quarantine: str) -> str:
+    """Check that ``sql`` is a single SELECT and substitute the fully qualified table names.
+
+    Only the two placeholders are replaced (not ``str.format``), so braces elsewhere in the
+    query (JSON paths, regular expressions) pass through untouched. This lexical check is the
+    first gate; each backend then asks its own parser for the statement type, since a
+    ``WITH ... DELETE`` would pass a keyword test.
+    """
+    bare = _COMMENTS.sub(" ", sql).strip().rstrip(";").strip()
+    if ";" in bare:
+        raise WarehouseError("query() runs exactly one statement; found several separated by ';'")
+    match = _FIRST_WORD.match(bare)
+    if match is None or match.group(1).upper() not in {"SELECT", "WITH"}:
+        raise WarehouseError(f"query() accepts read-only SELECT statements only, got: {sql[:80]!r}")
+    return bare.replace("{listings}", listings).replace("{quarantine}", quarantine)
+
+
+def check_batch_id(batch_id: str) -> str:
+    """Refuse empty or non-string batch ids: they key every idempotent write."""
+    if not isinstance(batch_id, str) or not batch_id.strip():
+        raise WarehouseError(f"batch_id must be a non-empty string, got {batch_id!r}")
+    return batch_id
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Object column of ``str`` with ``None`` for missing values (what Arrow and DuckDB expect)."""
+    as_str = series.astype(object).where(series.isna(), series.astype(str))
+    return as_str.astype(object).where(series.notna(), None)
+
+
+def prepare_listings(listings: pd.DataFrame) -> pd.DataFrame:
+    """Return the canonical listing columns, in order, coerced to :data:`schema.DTYPES`.
+
+    A missing ``price`` column (Kaggle test-format files) becomes all-NaN; any other missing
+    column, or a null / non-integer id, condition or shipping flag, is refused.
+    """
+    frame = listings.copy(deep=False)
+    if schema.PRICE not in frame.columns:
+        frame[schema.PRICE] = float("nan")
+    missing = [c for c in schema.LISTING_COLUMNS if c not in frame.columns]
+    if missing:
+        raise WarehouseError(f"listings frame lacks canonical columns {missing}")
+    out: dict[str, pd.Series] = {}
+    for column in schema.LISTING_COLUMNS:
+        values = frame[column]
+        try:
+            if column in INT_COLUMNS:
+                out[column] = values.astype("int64")
+            elif column == schema.PRICE:
+                out[column] = pd.to_numeric(values).astype("float64")
+            else:
+                out[column] = _text(values)
+        except (TypeError, ValueError) as exc:
+            wanted = schema.DTYPES[column]
+            raise WarehouseError(f"column {column!r} cannot be stored as {wanted}: {exc}") from exc
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+
+
+def prepare_quarantine(rejects: pd.DataFrame, batch_id: str) -> pd.DataFrame:
+    """Return :data:`schema.QUARANTINE_COLUMNS` with ``batch_id`` filled in and checked."""
+    missing = [c for c in schema.QUARANTINE_COLUMNS if c not in rejects.columns and c != "batch_id"]
+    if missing:
+        raise WarehouseError(f"quarantine frame lacks columns {missing}")
+    frame = rejects.copy(deep=False)
+    if "batch_id" in frame.columns:
+        others = set(frame["batch_id"].dropna().astype(str)) - {batch_id}
+        if others:
+            raise WarehouseError(f"quarantine frame for batch {batch_id!r} holds rows of {sorted(others)}")
+    out = {
+        "batch_id": pd.Series([batch_id] * len(frame), dtype=object),
+        "stage": _text(frame["stage"]).reset_index(drop=True),
+        "line": _nullable_int(frame["line"]).reset_index(drop=True),
+        "listing_id": _nullable_int(frame["listing_id"]).reset_index(drop=True),
+        "reason": _text(frame["reason"]).reset_index(drop=True),
+        "raw": _text(frame["raw"]).reset_index(drop=True),
+    }
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+
+
+def _nullable_int(series: pd.Series) -> pd.Series:
+    try:
+        return pd.to_numeric(series).astype("Int64")
+    except (TypeError, ValueError) as exc:
+        raise WarehouseError(f"column {series.name!r} must hold integers or nulls: {exc}") from exc
+
+
+def coerce_result(frame: pd.DataFrame, *, nullable_ints: Collection[str] = ()) -> pd.DataFrame:
+    """Give result columns the canonical dtypes, whichever backend produced them.
+
+    Integer columns become ``int64``, or nullable ``Int64`` when they hold nulls (an outer join)
+    or are listed in ``nullable_ints`` (so an all-present quarantine column keeps one dtype);
+    text becomes ``object`` with ``None``; timestamps become UTC-aware.
+    """
+    out = frame.reset_index(drop=True)
+    for column in out.columns:
+        values = out[column]
+        if column in INT_COLUMNS or column in NULLABLE_INT_QUARANTINE or column == "rows":
+            if column in nullable_ints or values.isna().any():
+                out[column] = pd.to_numeric(values).astype("Int64")
+            else:
+                out[column] = pd.to_numeric(values).astype("int64")
+        elif column == schema.PRICE:
+            out[column] = pd.to_numeric(values).astype("float64")
+        elif column in schema.TEXT_COLUMNS or column in {"batch_id", "stage", "reason", "raw"}:
+            out[column] = _text(values)
+        elif column in {"ingested_at", "quarantined_at"}:
+            out[column] = pd.to_datetime(values, utc=True).astype(TIMESTAMP_DTYPE)
+    return out
+
+
+def empty_listings() -> pd.DataFrame:
+    """A zero-row frame with the listing columns and dtypes (for an empty batch filter)."""
+    columns = {c: pd.Series(dtype=schema.DTYPES[c]) for c in schema.LISTING_COLUMNS}
+    columns["batch_id"] = pd.Series(dtype=object)
+    return pd.DataFrame(columns)

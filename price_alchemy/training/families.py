@@ -1,0 +1,78 @@
+"""Model families and their Hyperopt search spaces, built from the parameters file."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hyperopt import hp
+from hyperopt.pyll import scope
+from sklearn.linear_model import Ridge
+
+from price_alchemy.params import TuningParams
+
+
+def _log_uniform(label: str, bounds: tuple[float, float]) -> Any:
+    low, high = bounds
+    return hp.loguniform(label, math.log(low), math.log(high))
+
+
+def _int_uniform(label: str, bounds: tuple[int, int], step: int = 1) -> Any:
+    return scope.int(hp.quniform(label, bounds[0], bounds[1], step))
+
+
+def search_space(params: TuningParams) -> Any:
+    """One ``hp.choice`` over the enabled families, each with its own sub-space."""
+    options: dict[str, dict[str, Any]] = {
+        "ridge": {"family": "ridge", "alpha": _log_uniform("ridge.alpha", params.ridge.alpha)},
+        "lightgbm": {
+            "family": "lightgbm",
+            "learning_rate": _log_uniform("lightgbm.learning_rate", params.lightgbm.learning_rate),
+            "num_leaves": _int_uniform("lightgbm.num_leaves", params.lightgbm.num_leaves),
+            "n_estimators": _int_uniform("lightgbm.n_estimators", params.lightgbm.n_estimators, 10),
+            "min_child_samples": _int_uniform(
+                "lightgbm.min_child_samples", params.lightgbm.min_child_samples
+            ),
+            "colsample_bytree": hp.uniform("lightgbm.colsample_bytree", *params.lightgbm.colsample_bytree),
+            "max_columns": params.lightgbm.max_columns,
+        },
+    }
+    return hp.choice("family", [options[name] for name in params.families])
+
+
+def make_estimator(config: dict[str, Any], *, seed: int = 42, n_jobs: int = 2) -> Any:
+    """An unfitted estimator for one sampled configuration (learns log1p(price) on sparse features)."""
+    family = config["family"]
+    if family == "ridge":
+        # sag/sparse_cg are the solvers that scale to millions of sparse rows without densifying.
+        return Ridge(alpha=float(config["alpha"]), solver="sparse_cg", tol=1e-4, random_state=seed)
+    if family == "lightgbm":
+        from lightgbm import LGBMRegressor
+        from sklearn.pipeline import Pipeline
+
+        from price_alchemy.estimators import FrequentColumns
+
+        booster = LGBMRegressor(
+            learning_rate=float(config["learning_rate"]),
+            num_leaves=int(config["num_leaves"]),
+            n_estimators=int(config["n_estimators"]),
+            min_child_samples=int(config["min_child_samples"]),
+            colsample_bytree=float(config["colsample_bytree"]),
+            subsample=0.8,
+            subsample_freq=1,
+            random_state=seed,
+            n_jobs=n_jobs,
+            verbose=-1,
+        )
+        return Pipeline([("columns", FrequentColumns(int(config["max_columns"]))), ("lightgbm", booster)])
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def describe(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as flat MLflow params (``family`` plus ``<family>.<name>``)."""
+    family = config["family"]
+    out: dict[str, Any] = {"family": family}
+    for key, value in config.items():
+        if key != "family":
+            out[f"{family}.{key}"] = round(value, 6) if isinstance(value, float) else value
+    return out
