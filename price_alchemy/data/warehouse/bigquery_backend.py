@@ -79,6 +79,8 @@ _QUARANTINE = (
     ],
     "quarantined_at",
 )
+# Dataset/table creation retries transient errors for 2 minutes, not the client's default 10.
+_SETUP_RETRY = bigquery.DEFAULT_RETRY.with_timeout(120.0)
 _ARROW_TYPES = {
     "INT64": pa.int64(),
     "STRING": pa.string(),
@@ -125,8 +127,9 @@ class BigQueryWarehouse(Warehouse):
         self.quarantine_table = f"{self.project}.{self.dataset}.{schema.QUARANTINE_TABLE}"
         try:
             dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
-            dataset.location = settings.bigquery_location
-            self._client.create_dataset(dataset, exists_ok=True)
+            if settings.bigquery_location:  # an explicit null location makes bqemulator answer 500
+                dataset.location = settings.bigquery_location
+            self._client.create_dataset(dataset, exists_ok=True, retry=_SETUP_RETRY)
             for table_id, (fields, _) in (
                 (self.listings_table, _LISTINGS),
                 (self.quarantine_table, _QUARANTINE),
@@ -134,7 +137,7 @@ class BigQueryWarehouse(Warehouse):
                 table = bigquery.Table(table_id, schema=fields)
                 # Clustering by batch keeps the per-batch DELETE from scanning the whole table.
                 table.clustering_fields = ["batch_id"]
-                self._client.create_table(table, exists_ok=True)
+                self._client.create_table(table, exists_ok=True, retry=_SETUP_RETRY)
         except GoogleAPIError as exc:
             raise WarehouseError(f"cannot prepare BigQuery dataset {self.dataset}: {exc}") from exc
         log.debug("opened BigQuery warehouse %s.%s", self.project, self.dataset)
