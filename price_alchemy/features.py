@@ -47,7 +47,9 @@ def clean_listings(listings: pd.DataFrame) -> pd.DataFrame:
     description = _text(listings["item_description"])
     no_description = description.eq("") | description.eq(NO_DESCRIPTION)
     description = description.mask(no_description, "")
-    levels = category.str.split("/", n=2, expand=True).reindex(columns=range(3)).fillna("")
+    levels = category.str.split("/", n=2)
+    cat1 = levels.str[0].fillna("").astype(str)
+    cat2 = cat1 + "/" + levels.str[1].fillna("").astype(str)
     condition = (
         pd.to_numeric(listings["item_condition_id"], errors="coerce").fillna(0).astype(int).astype(str)
     )
@@ -63,8 +65,8 @@ def clean_listings(listings: pd.DataFrame) -> pd.DataFrame:
             + " "
             + description,
             "brand": brand.str.lower(),
-            "cat1": levels[0],
-            "cat2": levels[0] + "/" + levels[1],
+            "cat1": cat1,
+            "cat2": cat2,
             "category": category,
             "condition": condition,
             "shipping": shipping,

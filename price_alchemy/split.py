@@ -30,9 +30,10 @@ class Split:
 
 def hash_buckets(ids: pd.Series, salt: str) -> np.ndarray:
     """A uniform bucket in [0, 1) per id, stable across processes and pandas versions."""
-    key = hashlib.md5(salt.encode("utf-8")).hexdigest()[:16]
-    hashed = pd.util.hash_pandas_object(ids.astype("int64"), index=False, hash_key=key)
-    return (hashed.to_numpy() % _BUCKETS) / _BUCKETS
+    # pandas ignores hash_key for integers, so the salt is mixed into the value before hashing.
+    salt64 = np.uint64(int(hashlib.md5(salt.encode("utf-8")).hexdigest()[:16], 16))
+    hashed = pd.util.hash_array(ids.to_numpy(dtype=np.int64).view(np.uint64) ^ salt64)
+    return (hashed % _BUCKETS) / _BUCKETS
 
 
 def split_listings(listings: pd.DataFrame, params: SplitParams) -> Split:
