@@ -282,7 +282,7 @@ def quarantine(
 @app.command()
 def demo(
     ctx: typer.Context,
-    rows: Annotated[int, typer.Option(min=200, help="Synthetic listings to generate.")] = 20_000,
+    rows: Annotated[int, typer.Option(min=200, help="Synthetic listings to generate.")] = 10_000,
     max_evals: Annotated[int | None, typer.Option(min=1)] = None,
     timeout: Annotated[float | None, typer.Option(min=1)] = None,
 ) -> None:
