@@ -21,6 +21,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
@@ -29,10 +36,7 @@ def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> P
     ax.plot([0, top], [0, top], color="black", linewidth=1, label="perfect")
     ax.set(xlabel="log1p(actual price)", ylabel="log1p(predicted price)", title="Predicted vs actual (test)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def residuals_by_category(test: pd.DataFrame, y_pred: np.ndarray, path: Path) -> Path:
@@ -46,10 +50,7 @@ def residuals_by_category(test: pd.DataFrame, y_pred: np.ndarray, path: Path) ->
     ax.set_xticks(range(1, len(order) + 1), list(order), rotation=35, ha="right")
     ax.axhline(0, color="black", linewidth=1)
     ax.set(ylabel="log1p(pred) - log1p(actual)", title="Residuals by top-level category (test)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def error_by_price_band(y_true: np.ndarray, y_pred: np.ndarray, baseline: np.ndarray, path: Path) -> Path:
@@ -63,10 +64,7 @@ def error_by_price_band(y_true: np.ndarray, y_pred: np.ndarray, baseline: np.nda
     ax.set_xticks(x, [f"${b}\n(n={n})" for b, n in zip(model["band"], model["count"], strict=True)])
     ax.set(ylabel="RMSLE", title="Error by price band (test)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def tuning_history(trials: list[TrialRecord], path: Path) -> Path:
@@ -84,7 +82,4 @@ def tuning_history(trials: list[TrialRecord], path: Path) -> Path:
         ax.plot(numbers, np.minimum.accumulate(losses), color="black", linewidth=1, label="best so far")
     ax.set(xlabel="trial", ylabel="validation RMSLE", title="Hyperopt TPE search")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
