@@ -1,0 +1,273 @@
+"""Task-level entry points for orchestrators: one function per pipeline step, JSON in, JSON out.
+
+The Airflow DAGs in ``dags/`` call these (one call per task), but nothing here imports Airflow:
+any scheduler, a notebook or a test can run the same steps. Arguments are small JSON-able values
+(paths, ids, numbers, an ISO logical date) and every function returns a small JSON-able dict that
+fits in an XCom: never a DataFrame. The training steps read their listings from the warehouse
+and recompute the deterministic split, so each step can run in its own process.
+
+Idempotence: a synthetic batch is named after its logical date and a file batch after its
+content, and loading a batch replaces any earlier copy of it; rerunning a step for the same
+logical date therefore leaves the warehouse as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from price_alchemy.config import Settings
+    from price_alchemy.params import Params
+
+log = logging.getLogger(__name__)
+
+#: Libraries whose INFO logging drowns a task log (GE alone prints ~200 lines on import).
+NOISY_LOGGERS = ("great_expectations", "alembic", "mlflow", "hyperopt", "urllib3", "git", "py7zr")
+#: Listing ids of a synthetic batch start at ``ordinal(day) * ID_STRIDE``: days never share an id.
+ID_STRIDE = 10_000_000
+DEFAULT_SYNTHETIC_ROWS = 2000
+
+__all__ = [
+    "extract_batch",
+    "fit_and_evaluate",
+    "promote",
+    "register",
+    "synthetic_batch_id",
+    "tune",
+    "validate_and_load",
+]
+
+
+def _setup(settings: Settings | None) -> tuple[Settings, Params]:
+    """Settings (the process-wide ones unless given), the home tree, quiet libraries, parameters."""
+    from price_alchemy.config import get_settings
+    from price_alchemy.params import load_params
+
+    for name in NOISY_LOGGERS:  # before the libraries are imported by the step itself
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # skops probes every loaded module while saving a model; under Airflow each probe of a
+    # deprecated ``airflow.*`` attribute warns (~1,000 lines per saved model).
+    warnings.filterwarnings("ignore", module=r"skops\.io\._utils")
+    settings = settings or get_settings()
+    settings.ensure_home()
+    return settings, load_params(settings.params_file)
+
+
+def batch_day(logical_date: str) -> date:
+    """The calendar day (UTC as given) of an ISO date or datetime string."""
+    text = logical_date.strip()
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+    except ValueError as exc:
+        raise ValueError(f"logical_date must be an ISO date or datetime, got {logical_date!r}") from exc
+
+
+def synthetic_batch_id(day: date) -> str:
+    return f"synthetic_{day:%Y%m%d}"
+
+
+def extract_batch(
+    logical_date: str,
+    *,
+    input_path: str | None = None,
+    rows: int = DEFAULT_SYNTHETIC_ROWS,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Locate the batch to ingest: the given file, or synthetic listings for ``logical_date``.
+
+    Synthetic listings are generated deterministically from the day (seed ``YYYYMMDD``, ids from
+    ``ordinal(day) * ID_STRIDE``) into ``$PRICE_ALCHEMY_HOME/batches/``, so a rerun for the same day
+    writes the same file and the same batch id. A given file keeps its content-hash batch id.
+    """
+    settings, _ = _setup(settings)
+    if input_path:
+        from price_alchemy.errors import DataFormatError
+
+        path = Path(input_path).expanduser().resolve()
+        if not path.is_file():
+            raise DataFormatError(f"input file {path} does not exist")
+        log.info("batch source: file %s (%d bytes)", path, path.stat().st_size)
+        return {"source": "file", "path": str(path), "batch_id": None, "rows": None}
+
+    from price_alchemy.data.files import write_listings
+    from price_alchemy.data.synthetic import generate_listings
+
+    if rows < 1:
+        raise ValueError(f"rows must be >= 1, got {rows}")
+    day = batch_day(logical_date)
+    batch_id = synthetic_batch_id(day)
+    frame = generate_listings(rows, seed=int(f"{day:%Y%m%d}"), start_id=day.toordinal() * ID_STRIDE)
+    path = write_listings(frame, settings.home / "batches" / f"{batch_id}.tsv")
+    log.info("batch source: %d synthetic listings for %s written to %s", rows, day, path)
+    return {"source": "synthetic", "path": str(path), "batch_id": batch_id, "rows": rows}
+
+
+def validate_and_load(
+    path: str, *, batch_id: str | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Validate a listings file and load its valid rows into the warehouse (``ingest_file``).
+
+    Raises ``DataValidationError`` naming the failed checks when the batch fails; its quarantine
+    and validation report are written first. Quarantine counts by reason go to the log.
+    """
+    settings, params = _setup(settings)
+    from price_alchemy.data.warehouse import open_warehouse
+    from price_alchemy.errors import DataValidationError
+    from price_alchemy.ingest import ingest_file
+
+    with open_warehouse(settings) as warehouse:
+        try:
+            checked = ingest_file(
+                Path(path), warehouse, params.validation, settings.reports_dir, batch_id=batch_id
+            )
+        except DataValidationError as exc:
+            log.error(
+                "validation failed for %s; failed checks: %s; bad fraction: %s",
+                path,
+                ", ".join(exc.failed) or "(none named)",
+                "n/a" if exc.bad_fraction is None else f"{exc.bad_fraction:.2%}",
+            )
+            raise
+        total_rows = int(warehouse.query("SELECT COUNT(*) AS n FROM {listings}")["n"].iloc[0])
+    reasons = checked.quarantine["reason"].str.split("; ").explode().value_counts()
+    for reason, count in reasons.items():
+        log.info("quarantined %d rows: %s", count, reason)
+    result = {
+        "batch_id": checked.batch_id,
+        "records": int(checked.read.n_records),
+        "loaded": len(checked.valid),
+        "quarantined": len(checked.quarantine),
+        "bad_fraction": round(float(checked.bad_fraction), 6),
+        "warehouse_rows": total_rows,
+        "report": str(checked.report_paths.get("json", "")),
+        "data_docs": str(checked.report_paths.get("data_docs", "")),
+    }
+    log.info(
+        "batch %s: %d of %d records loaded, %d quarantined; the warehouse now holds %d listings",
+        result["batch_id"],
+        result["loaded"],
+        result["records"],
+        result["quarantined"],
+        total_rows,
+    )
+    return result
+
+
+def _listings(
+    settings: Settings, params: Params, *, query: str | None, batch_ids: list[str] | None
+) -> tuple[pd.DataFrame, str]:
+    """The training listings: a warehouse query, the given batches, or every listing."""
+    from price_alchemy.training.job import load_training_listings
+
+    if query or not batch_ids:
+        return load_training_listings(settings, params, query=query or None)
+    from price_alchemy.data.warehouse import open_warehouse
+    from price_alchemy.errors import TrainingError
+
+    with open_warehouse(settings) as warehouse:
+        listings = warehouse.read_listings(batch_ids=batch_ids)
+    if listings.empty:
+        raise TrainingError(f"the warehouse holds none of batches {batch_ids}")
+    return listings, f"warehouse:{settings.warehouse}:{len(batch_ids)} batches"
+
+
+def tune(
+    *,
+    query: str | None = None,
+    max_evals: int | None = None,
+    timeout: float | None = None,
+    source: str | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Search model configurations on the warehouse listings (all, or ``query``); open the MLflow run.
+
+    Returns the parent run id and the selection (query, or the batch ids read) that the later
+    steps must train and evaluate on, so that new batches landing meanwhile change nothing.
+    """
+    settings, params = _setup(settings)
+    from price_alchemy.training.job import with_budget
+    from price_alchemy.training.pipeline import tune_stage
+
+    listings, origin = _listings(settings, params, query=query, batch_ids=None)
+    batch_ids = None if query else sorted(str(b) for b in listings["batch_id"].unique())
+    budget = with_budget(params, max_evals, timeout)
+    log.info(
+        "tuning on %d listings from %s (max_evals=%d, timeout=%.0fs)",
+        len(listings),
+        origin,
+        budget.tuning.max_evals,
+        budget.tuning.timeout_s,
+    )
+    run_id = tune_stage(listings, settings, budget, source=source or origin)
+    log.info("MLflow parent run %s (experiment %s)", run_id, settings.experiment_name)
+    return {"run_id": run_id, "rows": len(listings), "query": query or None, "batch_ids": batch_ids}
+
+
+def fit_and_evaluate(
+    run_id: str,
+    *,
+    query: str | None = None,
+    batch_ids: list[str] | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Fit the searched model, score it and the rules baseline on the test split, log the model."""
+    settings, params = _setup(settings)
+    from price_alchemy.training.pipeline import fit_stage
+
+    listings, _ = _listings(settings, params, query=query, batch_ids=batch_ids)
+    evaluated = fit_stage(listings, settings, params, run_id)
+    log.info(
+        "run %s: test RMSLE %.4f (rules baseline %.4f); model %s",
+        run_id,
+        evaluated.test_metrics["rmsle"],
+        evaluated.baseline_metrics["rmsle"],
+        evaluated.model_uri,
+    )
+    return asdict(evaluated)
+
+
+def register(evaluated: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
+    """Register the logged model (the dict ``fit_and_evaluate`` returned) as a new version."""
+    settings, _ = _setup(settings)
+    from price_alchemy.training.pipeline import EvaluatedModel, register_stage
+
+    model = EvaluatedModel(
+        run_id=evaluated["run_id"],
+        model_uri=evaluated["model_uri"],
+        test_metrics=dict(evaluated["test_metrics"]),
+        baseline_metrics=dict(evaluated["baseline_metrics"]),
+    )
+    version = register_stage(settings, model)
+    uri = f"models:/{settings.model_name}/{version}"
+    log.info("registered %s (run %s)", uri, model.run_id)
+    return {"model_name": settings.model_name, "version": version, "model_uri": uri, "run_id": model.run_id}
+
+
+def promote(
+    version: str,
+    *,
+    query: str | None = None,
+    batch_ids: list[str] | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Alias the version ``challenger`` and make it ``champion`` if it beats the current one."""
+    settings, params = _setup(settings)
+    from price_alchemy.training.pipeline import promote_stage
+
+    listings, _ = _listings(settings, params, query=query, batch_ids=batch_ids)
+    decision = promote_stage(listings, settings, params, str(version))
+    log.info(
+        "%s v%s %s: %s",
+        decision.model_name,
+        decision.version,
+        "PROMOTED to champion" if decision.promoted else "not promoted",
+        decision.reason,
+    )
+    return asdict(decision)
