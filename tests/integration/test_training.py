@@ -1,0 +1,231 @@
+"""The training job against a real (embedded SQLite) MLflow store and registry.
+
+Three trainings share one store, in order: a weak model on a small sample (no champion yet, so it
+is promoted), a model on the full sample (clearly better: promoted), and the same training again
+(identical score: not better by the margin, so the champion stays).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+from price_alchemy.config import Settings
+from price_alchemy.data.synthetic import generate_listings
+from price_alchemy.errors import TrainingError
+from price_alchemy.params import Params
+from price_alchemy.schema import FEATURE_COLUMNS
+from price_alchemy.training.pipeline import TrainingResult, run_training
+from price_alchemy.training.registry import CHALLENGER, CHAMPION
+
+pytestmark = pytest.mark.integration
+
+WEAK_ROWS = 300
+EVALUATION_PLOTS = {"predicted_vs_actual.png", "residuals_by_category.png", "error_by_price_band.png"}
+
+
+@dataclass
+class Trained:
+    settings: Settings
+    params: Params
+    weak: TrainingResult
+    full: TrainingResult
+    again: TrainingResult
+
+    def client(self) -> MlflowClient:
+        uri = self.settings.tracking_uri
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def version(self, result: TrainingResult) -> ModelVersion:
+        return self.client().get_model_version(self.settings.model_name, result.model_version)
+
+    def alias(self, alias: str) -> str:
+        return str(self.client().get_model_version_by_alias(self.settings.model_name, alias).version)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory,
+    settings_factory: Callable[[Path], Settings],
+    params: Params,
+    synthetic_listings: pd.DataFrame,
+    mlflow_reset: Callable[[], None],
+) -> Iterator[Trained]:
+    settings = settings_factory(tmp_path_factory.mktemp("training") / "home")
+    try:
+        weak = run_training(synthetic_listings.head(WEAK_ROWS), settings, params, source="test:weak")
+        full = run_training(synthetic_listings, settings, params, source="test:full")
+        again = run_training(synthetic_listings, settings, params, source="test:again")
+        yield Trained(settings, params, weak, full, again)
+    finally:
+        mlflow_reset()
+
+
+def test_versions_are_registered_in_order_with_the_challenger_alias_on_the_newest(trained: Trained) -> None:
+    assert [trained.weak.model_version, trained.full.model_version, trained.again.model_version] == [
+        "1",
+        "2",
+        "3",
+    ]
+    assert trained.alias(CHALLENGER) == "3"
+    for result in (trained.weak, trained.full, trained.again):
+        version = trained.version(result)
+        assert version.run_id == result.run_id
+        assert version.tags["run_id"] == result.run_id
+        assert float(version.tags["test_rmsle"]) == pytest.approx(result.test_metrics["rmsle"], abs=1e-6)
+
+
+def test_first_model_is_champion_because_none_existed(trained: Trained) -> None:
+    decision = trained.weak.decision
+
+    assert decision.promoted is True
+    assert decision.reason == "no champion existed"
+    assert decision.champion_version is None and decision.champion_rmsle is None
+    tags = trained.version(trained.weak).tags
+    assert tags["promotion.promoted"] == "True"
+    assert tags["promotion.reason"] == "no champion existed"
+    assert tags["promotion.champion_version"] == ""
+
+
+def test_a_clearly_better_model_becomes_champion(trained: Trained) -> None:
+    decision = trained.full.decision
+
+    assert decision.champion_version == "1"
+    assert decision.champion_rmsle is not None
+    # The old champion is scored on the new test rows: a weak model is clearly worse there.
+    assert decision.challenger_rmsle < decision.champion_rmsle - decision.margin
+    assert decision.promoted is True
+    assert "beats champion v1" in decision.reason
+    assert str(trained.version(trained.full).description).startswith("PROMOTED to champion: challenger RMSLE")
+
+
+def test_an_equal_model_does_not_displace_the_champion(trained: Trained) -> None:
+    decision = trained.again.decision
+
+    assert trained.alias(CHAMPION) == "2"
+    assert decision.champion_version == "2"
+    # Same data, same seed: the same model; the champion rescored on the same test rows matches
+    # the score recorded when it was trained (the challenger's comes from the 6-decimal tag).
+    assert decision.challenger_rmsle == pytest.approx(trained.full.test_metrics["rmsle"], abs=1e-6)
+    assert decision.champion_rmsle == pytest.approx(trained.full.test_metrics["rmsle"], abs=1e-9)
+    assert decision.promoted is False
+    assert "does not beat champion v2" in decision.reason
+    description = trained.version(trained.again).description
+    assert description == "Not promoted: " + decision.reason
+
+
+@pytest.mark.parametrize("which", ["weak", "full", "again"])
+def test_recorded_decision_agrees_with_scores_and_aliases(trained: Trained, which: str) -> None:
+    """Tags on the version and on the run say what was decided; the rule holds for the recorded scores."""
+    result: TrainingResult = getattr(trained, which)
+    decision = result.decision
+    tags = trained.version(result).tags
+    run_tags = trained.client().get_run(result.run_id).data.tags
+
+    for key, value in decision.as_tags().items():
+        assert tags[key] == value
+        assert run_tags[key] == value
+    assert float(tags["promotion.challenger_rmsle"]) == pytest.approx(result.test_metrics["rmsle"], abs=1e-6)
+    assert float(tags["promotion.margin"]) == trained.params.promotion.margin
+    if decision.champion_rmsle is not None:
+        expected = decision.challenger_rmsle <= decision.champion_rmsle - decision.margin
+        assert decision.promoted is expected
+    description = str(trained.version(result).description)
+    assert description.startswith("PROMOTED to champion: " if decision.promoted else "Not promoted: ")
+    artifact = trained.client().download_artifacts(result.run_id, "promotion.json")
+    assert pd.read_json(artifact, typ="series")["promoted"] == decision.promoted
+
+
+def test_champion_alias_follows_the_promotions(trained: Trained) -> None:
+    promoted = [r.model_version for r in (trained.weak, trained.full, trained.again) if r.decision.promoted]
+
+    assert promoted == ["1", "2"]
+    assert trained.alias(CHAMPION) == promoted[-1]
+
+
+def test_model_beats_the_rules_baseline(trained: Trained) -> None:
+    metrics, baseline = trained.full.test_metrics, trained.full.baseline_metrics
+
+    assert math.isfinite(metrics["rmsle"]) and 0.2 < metrics["rmsle"] < 0.8
+    assert metrics["rmsle"] < baseline["rmsle"] - 0.05
+    assert metrics["r2"] > baseline["r2"]
+    run = trained.client().get_run(trained.full.run_id)
+    assert run.data.metrics["test_rmsle"] == pytest.approx(metrics["rmsle"])
+    assert run.data.metrics["baseline_test_rmsle"] == pytest.approx(baseline["rmsle"])
+    assert run.data.params["tuning.max_evals"] == "3"
+    assert run.data.params["data.input_rows"] == "1500"
+    assert int(run.data.params["data.test"]) == trained.full.sizes["test"] > 100
+    assert run.data.tags["source"] == "test:full"
+
+
+def test_each_trial_is_a_nested_run_under_the_parent(trained: Trained) -> None:
+    client = trained.client()
+    parent = client.get_run(trained.full.run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{trained.full.run_id}'"
+    )
+
+    assert trained.full.n_trials == trained.params.tuning.max_evals == 3
+    assert len(children) == 3
+    assert sorted(r.info.run_name for r in children) == [
+        "trial-001-ridge",
+        "trial-002-ridge",
+        "trial-003-ridge",
+    ]
+    scores = [r.data.metrics["valid_rmsle"] for r in children]
+    assert all(0.2 < s < 1.0 for s in scores)
+    assert parent.data.metrics["valid_rmsle_ridge"] == pytest.approx(min(scores))
+    assert all(r.data.params["family"] == "ridge" for r in children)
+
+
+def test_run_holds_the_evaluation_plots_and_the_model(trained: Trained) -> None:
+    client = trained.client()
+    run_id = trained.full.run_id
+
+    evaluation = {Path(a.path).name: a for a in client.list_artifacts(run_id, "evaluation")}
+    assert set(evaluation) == EVALUATION_PLOTS
+    search = {Path(a.path).name: a for a in client.list_artifacts(run_id, "search")}
+    assert set(search) >= {"tuning_history.png", "trials.csv", "outcome.json"}
+    for path in [f"evaluation/{name}" for name in EVALUATION_PLOTS] + ["search/tuning_history.png"]:
+        local = Path(client.download_artifacts(run_id, path))
+        assert local.stat().st_size > 5_000
+        assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trials = pd.read_csv(client.download_artifacts(run_id, "search/trials.csv"))
+    assert len(trials) == 3 and set(trials["family"]) == {"ridge"}
+    profile = json.loads(Path(client.download_artifacts(run_id, "reference/profile.json")).read_text())
+    assert profile["rows"] == trained.full.sizes["train"]
+
+    mlflow.set_tracking_uri(trained.settings.tracking_uri)
+    model = mlflow.sklearn.load_model(trained.full.model_uri)
+    sample = generate_listings(20, seed=99, start_id=10**7)
+    prices = model.predict(sample[list(FEATURE_COLUMNS)])
+    assert prices.shape == (20,)
+    assert np.all(np.isfinite(prices)) and np.all(prices > 0)
+    champion = mlflow.sklearn.load_model(f"models:/{trained.settings.model_name}@{CHAMPION}")
+    np.testing.assert_allclose(champion.predict(sample[list(FEATURE_COLUMNS)]), prices)
+
+
+def test_too_few_priced_rows_is_a_training_error(settings: Settings, params: Params) -> None:
+    few = generate_listings(40, seed=1)
+
+    with pytest.raises(TrainingError, match=r"not enough priced listings to train: \{'train': \d+"):
+        run_training(few, settings, params)
+
+    assert not (settings.home / "mlflow.db").exists()  # refused before any run was started
+
+
+def test_zero_prices_do_not_count_as_training_rows(settings: Settings, params: Params) -> None:
+    unpriced = generate_listings(400, seed=1).assign(price=0.0)
+
+    with pytest.raises(TrainingError, match=r"'train': 0, 'valid': 0, 'test': 0"):
+        run_training(unpriced, settings, params)
