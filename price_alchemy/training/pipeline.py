@@ -230,7 +230,7 @@ def fit_stage(
 def register_stage(settings: Settings, evaluated: EvaluatedModel) -> str:
     """Register the logged model as a new version of ``settings.model_name``; return the version."""
     configure_mlflow(settings)
-    tags = {"run_id": evaluated.run_id, "test_rmsle": f"{evaluated.test_metrics['rmsle']:.6f}"}
+    tags = {"run_id": evaluated.run_id, "test_rmsle": repr(float(evaluated.test_metrics["rmsle"]))}
     version = mlflow.register_model(evaluated.model_uri, settings.model_name, tags=tags)
     log.info("registered %s v%s from run %s", settings.model_name, version.version, evaluated.run_id)
     return str(version.version)

@@ -20,6 +20,10 @@ def configure_mlflow(settings: Settings) -> str:
     # registry (saved as skops with an explicit trusted-types list); a user may still set "false".
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     mlflow.set_tracking_uri(settings.tracking_uri)
+    if settings.mlflow_tracking_uri is None:
+        # set_tracking_uri exports MLFLOW_TRACKING_URI, which Settings would read back as an explicit
+        # server: a later Settings with another home would silently share this store.
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     if settings.mlflow_registry_uri:
         mlflow.set_registry_uri(settings.mlflow_registry_uri)
     client = MlflowClient()
