@@ -45,7 +45,7 @@ running_pid() { # the process-group leader of a running standalone, or nothing
   [ -n "$pid" ] && kill -0 -- "-$pid" 2>/dev/null && echo "$pid"
 }
 
-ui_up() { curl -fsS -o /dev/null --max-time 3 "$URL/api/v2/monitor/health"; }
+ui_up() { curl -fs -o /dev/null --max-time 3 "$URL/api/v2/monitor/health"; }
 
 group_rss_mb() { # RSS sum of every process in the group, in MB
   ps -eo pgid=,rss= | awk -v g="$1" '$1 == g { kb += $2 } END { printf "%.0f", kb / 1024 }'

@@ -1,8 +1,81 @@
 #!/usr/bin/env bash
-# README command 1: set everything up, then run the main job end to end on the embedded default
-# (synthetic listings -> DuckDB warehouse -> Great Expectations -> Hyperopt + MLflow -> champion -> predictions).
+# README command 1: set everything up, then run the main job end to end on the embedded default,
+# through Airflow: `airflow dags test price_alchemy_training` (synthetic listings for today ->
+# Great Expectations -> DuckDB warehouse -> Hyperopt + MLflow -> registered, champion per the rule),
+# sample predictions with the champion, then the Airflow UI (standalone) left running with the run.
+#
+#   bash scripts/demo.sh [--rows N] [--max-evals N] [--timeout S] [--no-ui] [--cli]
+#
+# --no-ui skips starting the Airflow UI; `--cli [ARGS]` (first) runs the same job without Airflow:
+# `price-alchemy demo [ARGS]`.
+# Stop what it started with `bash scripts/airflow.sh stop`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export PRICE_ALCHEMY_HOME=${PRICE_ALCHEMY_HOME:-$PWD/.price_alchemy}
-exec .venv/bin/price-alchemy demo "$@"
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=${MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR:-false}
+PA=.venv/bin/price-alchemy
+
+rows=10000 max_evals="" timeout="" ui=1
+while [ $# -gt 0 ]; do
+  case $1 in
+  --rows) rows=$2 && shift 2 ;;
+  --max-evals) max_evals=$2 && shift 2 ;;
+  --timeout) timeout=$2 && shift 2 ;;
+  --no-ui) ui=0 && shift ;;
+  --cli) shift && exec "$PA" demo "$@" ;;
+  *) echo "demo.sh: unknown argument $1 (see the header of $0)" >&2 && exit 2 ;;
+  esac
+done
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+started=$SECONDS
+conf=$(printf '{"rows": %d, "max_evals": %s, "timeout": %s}' "$rows" "${max_evals:-null}" "${timeout:-null}")
+
+if bash scripts/airflow.sh status >/dev/null 2>&1; then
+  step "stopping the running Airflow UI first (SQLite allows one writer)"
+  bash scripts/airflow.sh stop
+fi
+
+step "1. train through Airflow: airflow dags test price_alchemy_training, conf $conf"
+log=$PRICE_ALCHEMY_HOME/airflow/last-dags-test.log
+mkdir -p "$(dirname "$log")"
+echo "(full Airflow log: $log)"
+# Show the pipeline's own messages and the task outcomes; keep everything in the log file.
+bash scripts/airflow.sh dags-test "$conf" 2>&1 | tee "$log" |
+  grep --line-buffered -E '\[price_alchemy\.(tasks|ingest)\]|\[DAG TEST\] (starting|end) task|Task failed|DagRun Finished' |
+  sed -E -u 's/^[0-9T:.-]+Z \[[a-z ]+\] //; s/ +\[(price_alchemy|airflow)[^]]*\].*$//; s/ map_index=-1//' || true
+if ! grep -q 'DagRun Finished:.*state=success' "$log"; then
+  echo "demo.sh: the price_alchemy_training run did not succeed; see $log" >&2
+  exit 1
+fi
+
+step "2. predict new listings with the champion"
+new=$PRICE_ALCHEMY_HOME/demo/new_listings.tsv predictions=$PRICE_ALCHEMY_HOME/demo/predictions.csv
+"$PA" generate --rows 10 --seed 1 --start-id 10000000 --test-format --output "$new"
+"$PA" predict --input "$new" --output "$predictions"
+.venv/bin/python - "$new" "$predictions" <<'EOF'
+import sys
+
+import pandas as pd
+
+listings = pd.read_csv(sys.argv[1], sep="\t").merge(pd.read_csv(sys.argv[2]), on="test_id")
+listings["brand_name"] = listings["brand_name"].fillna("")
+listings["name"] = listings["name"].str.slice(0, 40)
+shown = listings[["test_id", "name", "item_condition_id", "brand_name", "price"]]
+print(shown.to_string(index=False, formatters={"price": "${:,.2f}".format}))
+EOF
+
+if [ "$ui" = 1 ]; then
+  step "3. start the Airflow UI (airflow standalone) with the run above"
+  bash scripts/airflow.sh start
+  echo "Open it, log in, then Dags > price_alchemy_training > Runs: the run, its task states and each task's"
+  echo "XCom (tune: MLflow run id; register: model version; promote: the decision). \`dags test\` runs tasks"
+  echo "in-process, so their logs are in $log; runs triggered from the UI keep their logs in the UI."
+fi
+home_env=""
+[ "$PRICE_ALCHEMY_HOME" = "$PWD/.price_alchemy" ] || home_env="PRICE_ALCHEMY_HOME=$PRICE_ALCHEMY_HOME "
+echo
+echo "MLflow UI:      .venv/bin/mlflow ui --backend-store-uri sqlite:///$PRICE_ALCHEMY_HOME/mlflow.db --port 5000"
+echo "Stop Airflow:   ${home_env}bash scripts/airflow.sh stop"
+echo "Done in $((SECONDS - started)) s."
