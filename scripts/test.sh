@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-echo "== ruff" && .venv/bin/ruff check price_alchemy tests benchmarks scripts && .venv/bin/ruff format --check price_alchemy tests benchmarks scripts
+echo "== ruff" && .venv/bin/ruff check price_alchemy tests benchmarks scripts dags && .venv/bin/ruff format --check price_alchemy tests benchmarks scripts dags
 echo "== mypy" && .venv/bin/mypy
 echo "== pytest"
 exec .venv/bin/pytest "$@"
