@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
+from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
 # Types a saved Price Alchemy model may contain beyond skops' built-in sklearn/numpy/scipy allow-list.
@@ -16,9 +18,13 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "collections.OrderedDict",
     "lightgbm.basic.Booster",
     "lightgbm.sklearn.LGBMRegressor",
+    "price_alchemy.estimators.CodeEncoder",
     "price_alchemy.estimators.FrequentColumns",
     "price_alchemy.estimators.LogPriceRegressor",
+    "price_alchemy.estimators.StackedRegressor",
     "price_alchemy.estimators.WeightedBlend",
+    "price_alchemy.features.CategoryCodes",
+    "price_alchemy.features._scale",
     "price_alchemy.features.clean_listings",
 )
 
@@ -129,3 +135,312 @@ class MedianPriceBaseline(RegressorMixin, BaseEstimator):
                 break
             out[todo] = self._keys(X.loc[todo], columns).map(table)
         return out.fillna(self.global_median_).to_numpy(dtype=np.float64)
+
+
+def _target_tables(codes: np.ndarray, y: np.ndarray, smoothing: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per code column: smoothed mean of ``y`` per code (shrunk to the mean of y) and log1p(count).
+
+    Code 0 (a value unseen by the featurizer) and codes absent from ``y``'s rows get the prior.
+    """
+    prior = float(y.mean())
+    means, counts = [], []
+    for j in range(codes.shape[1]):
+        column = codes[:, j]
+        size = int(column.max()) + 1
+        total = np.bincount(column, weights=y, minlength=size)
+        count = np.bincount(column, minlength=size).astype(np.float64)
+        mean = (total + smoothing * prior) / (count + smoothing)
+        mean[0], count[0] = prior, 0.0
+        means.append(mean)
+        counts.append(np.log1p(count))
+    return means, counts
+
+
+def _lookup(codes: np.ndarray, tables: list[np.ndarray], default: float) -> np.ndarray:
+    out = np.full(codes.shape, default, dtype=np.float64)
+    for j, table in enumerate(tables):
+        known = codes[:, j] < len(table)
+        out[known, j] = table[codes[known, j]]
+    return out
+
+
+def _split_codes(X: Any, n_codes: int) -> tuple[np.ndarray, Any]:
+    X = sp.csr_matrix(X)
+    codes = np.rint(X[:, :n_codes].toarray()).astype(np.int64)
+    return np.clip(codes, 0, None), X[:, n_codes:]
+
+
+class CodeEncoder(TransformerMixin, BaseEstimator):
+    """The featurizer's leading category codes -> one-hot and out-of-fold target encodings.
+
+    Input: the featurizer matrix, whose first ``n_codes`` columns are integer codes (0 = unseen).
+    Output: the remaining columns, then one-hot of the codes seen in training, then per code column
+    the smoothed mean log-price and log count, centred and scaled by ``target_weight``.
+
+    ``fit_transform`` (what a Pipeline calls on training rows) encodes each row with statistics
+    from the other folds, so a learner cannot memorise a listing's own price through a rare brand;
+    ``transform`` uses statistics from all training rows.
+    """
+
+    def __init__(
+        self,
+        n_codes: int,
+        one_hot: bool = True,
+        target_weight: float = 1.0,
+        smoothing: float = 10.0,
+        n_folds: int = 5,
+        seed: int = 42,
+    ):
+        self.n_codes = n_codes
+        self.one_hot = one_hot
+        self.target_weight = target_weight
+        self.smoothing = smoothing
+        self.n_folds = n_folds
+        self.seed = seed
+
+    def fit(self, X: Any, y: Any) -> CodeEncoder:
+        codes, _ = _split_codes(X, self.n_codes)
+        y = np.asarray(y, dtype=np.float64)
+        self.prior_ = float(y.mean())
+        self.sizes_ = (codes.max(axis=0) + 1).astype(np.int64)
+        self.means_, self.counts_ = _target_tables(codes, y, self.smoothing)
+        return self
+
+    def _one_hot(self, codes: np.ndarray) -> Any:
+        offsets = np.concatenate([[0], np.cumsum(self.sizes_)])
+        rows, cols = [], []
+        for j in range(codes.shape[1]):
+            known = (codes[:, j] > 0) & (codes[:, j] < self.sizes_[j])
+            rows.append(np.flatnonzero(known))
+            cols.append(offsets[j] + codes[known, j])
+        row = np.concatenate(rows)
+        data = np.ones(len(row), dtype=np.float32)
+        return sp.csr_matrix((data, (row, np.concatenate(cols))), shape=(len(codes), int(offsets[-1])))
+
+    def _encode(self, codes: np.ndarray, rest: Any, means: np.ndarray, counts: np.ndarray) -> Any:
+        blocks = [rest]
+        if self.one_hot:
+            blocks.append(self._one_hot(codes))
+        if self.target_weight > 0:
+            dense = np.hstack([means - self.prior_, counts / 5.0]) * self.target_weight
+            blocks.append(sp.csr_matrix(dense.astype(np.float32)))
+        return sp.hstack(blocks, format="csr", dtype=np.float32)
+
+    def transform(self, X: Any) -> Any:
+        check_is_fitted(self, "means_")
+        codes, rest = _split_codes(X, self.n_codes)
+        return self._encode(
+            codes, rest, _lookup(codes, self.means_, self.prior_), _lookup(codes, self.counts_, 0.0)
+        )
+
+    def fit_transform(self, X: Any, y: Any = None, **_: Any) -> Any:
+        if y is None:
+            raise ValueError("CodeEncoder needs the target to fit")
+        self.fit(X, y)
+        codes, rest = _split_codes(X, self.n_codes)
+        return self._encode(codes, rest, *out_of_fold_targets(codes, np.asarray(y, dtype=np.float64), self))
+
+
+def out_of_fold_targets(codes: np.ndarray, y: np.ndarray, encoder: CodeEncoder) -> tuple[np.ndarray, np.ndarray]:
+    """Target means and log counts of each row computed without its own fold."""
+    means = np.empty(codes.shape, dtype=np.float64)
+    counts = np.empty(codes.shape, dtype=np.float64)
+    if len(y) < 2 * encoder.n_folds:  # too few rows to hold any out: use the prior
+        means[:] = encoder.prior_
+        counts[:] = 0.0
+        return means, counts
+    for train, held in KFold(encoder.n_folds, shuffle=True, random_state=encoder.seed).split(codes):
+        fold_means, fold_counts = _target_tables(codes[train], y[train], encoder.smoothing)
+        prior = float(y[train].mean())
+        means[held] = _lookup(codes[held], fold_means, prior) - prior + encoder.prior_
+        counts[held] = _lookup(codes[held], fold_counts, 0.0)
+    return means, counts
+
+
+_SMALL_META_ROWS = 20_000
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+class StackedRegressor(RegressorMixin, BaseEstimator):
+    """A Ridge averaged with LightGBM over diverse first-level signals (stacking, out-of-fold).
+
+    Meta features: a Ridge (one-hot + target encodings + text), a cosine kNN on the weighted text,
+    its top similarity, target encodings and counts of each category code, the dense numeric
+    columns, and a truncated SVD of the text. Ridge prices words additively; the trees can then
+    correct it where it is systematically off (a brand in a category, a condition, an unusual
+    neighbourhood), which is where a linear model on 5k-1.5M listings leaves most error. The
+    prediction is ``trees_weight_ * trees + (1 - trees_weight_) * ridge``, the share chosen on
+    out-of-fold predictions of the training rows.
+
+    Scaling: first-level predictions are made out-of-fold for at most ``max_meta_rows`` rows (so
+    the Ridge is fitted ``n_folds + 1`` times on the data, linear in rows), the kNN searches at
+    most ``knn_max_reference`` training rows (so it stays linear in the rows queried), and the
+    trees see only the meta rows.
+    """
+
+    def __init__(
+        self,
+        n_codes: int,
+        n_numeric: int,
+        alpha: float = 6.0,
+        n_neighbors: int = 10,
+        learning_rate: float = 0.02,
+        n_estimators: int = 500,
+        num_leaves: int = 8,
+        min_child_samples: int = 30,
+        colsample_bytree: float = 0.7,
+        svd_components: int = 30,
+        n_folds: int = 5,
+        max_meta_rows: int = 50_000,
+        knn_max_reference: int = 10_000,
+        seed: int = 42,
+        n_jobs: int = 2,
+    ):
+        self.n_codes = n_codes
+        self.n_numeric = n_numeric
+        self.alpha = alpha
+        self.n_neighbors = n_neighbors
+        self.learning_rate = learning_rate
+        self.n_estimators = n_estimators
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.colsample_bytree = colsample_bytree
+        self.svd_components = svd_components
+        self.n_folds = n_folds
+        self.max_meta_rows = max_meta_rows
+        self.knn_max_reference = knn_max_reference
+        self.seed = seed
+        self.n_jobs = n_jobs
+
+    def _base(self) -> Any:
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import Pipeline
+
+        ridge = Ridge(alpha=self.alpha, solver="sparse_cg", tol=1e-4, random_state=self.seed)
+        return Pipeline([("codes", CodeEncoder(self.n_codes, seed=self.seed)), ("ridge", ridge)])
+
+    def _text(self, X: Any) -> Any:
+        from sklearn.preprocessing import normalize
+
+        return normalize(X[:, self.n_codes + self.n_numeric :], copy=True).astype(np.float32)
+
+    @property
+    def knn_reference_(self) -> Any:
+        """The (row-normalised) text of the training rows the kNN searches."""
+        data, indices, indptr, shape = self.knn_parts_
+        return sp.csr_matrix((data, indices, indptr), shape=tuple(int(d) for d in shape))
+
+    def _neighbours(self, queries: Any, exclude: np.ndarray | None = None) -> np.ndarray:
+        """Similarity-weighted mean log price of the nearest references, and the top similarity."""
+        reference, targets = self.knn_reference_, self.knn_targets_
+        k = max(1, min(self.n_neighbors, reference.shape[0] - (1 if exclude is not None else 0)))
+        out = np.empty((queries.shape[0], 2), dtype=np.float64)
+        for part in _chunks(queries.shape[0], 1024):
+            sims = np.asarray((queries[part] @ reference.T).todense(), dtype=np.float32)
+            if exclude is not None:  # a training row must not find itself
+                rows = np.flatnonzero(exclude[part] >= 0)
+                sims[rows, exclude[part][rows]] = -np.inf
+            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            top = np.take_along_axis(sims, idx, axis=1)
+            weights = np.clip(top, 1e-6, None).astype(np.float64) ** 2
+            out[part, 0] = (weights * targets[idx]).sum(axis=1) / weights.sum(axis=1)
+            out[part, 1] = top.max(axis=1)
+        return out
+
+    def _meta(self, ridge: np.ndarray, knn: np.ndarray, means: np.ndarray, counts: np.ndarray, X: Any) -> np.ndarray:
+        numeric = X[:, self.n_codes : self.n_codes + self.n_numeric].toarray()
+        blocks = [ridge[:, None], knn, means, counts, numeric]
+        if self.svd_ is not None:
+            blocks.append(self.svd_.transform(self._text(X)))
+        return np.hstack(blocks).astype(np.float32)
+
+    def fit(self, X: Any, y: Any) -> StackedRegressor:
+        from lightgbm import LGBMRegressor
+        from sklearn.decomposition import TruncatedSVD
+
+        X = sp.csr_matrix(X, dtype=np.float32)
+        y = np.asarray(y, dtype=np.float64)
+        n = X.shape[0]
+        rng = np.random.default_rng(self.seed)
+        meta = np.arange(n) if n <= self.max_meta_rows else np.sort(rng.choice(n, self.max_meta_rows, replace=False))
+        codes, _ = _split_codes(X, self.n_codes)
+        prior = float(y.mean())
+
+        ridge_oof = np.empty(len(meta))
+        means = np.empty((len(meta), self.n_codes))
+        counts = np.empty((len(meta), self.n_codes))
+        n_splits = max(2, min(self.n_folds, len(meta)))
+        for _, held_pos in KFold(n_splits, shuffle=True, random_state=self.seed).split(meta):
+            held = meta[held_pos]
+            rest = np.ones(n, dtype=bool)
+            rest[held] = False
+            ridge_oof[held_pos] = clone(self._base()).fit(X[rest], y[rest]).predict(X[held])
+            fold_means, fold_counts = _target_tables(codes[rest], y[rest], 10.0)
+            means[held_pos] = _lookup(codes[held], fold_means, float(y[rest].mean()))
+            counts[held_pos] = _lookup(codes[held], fold_counts, 0.0)
+        self.base_ = self._base().fit(X, y)
+        self.means_, self.counts_ = _target_tables(codes, y, 10.0)
+        self.prior_ = prior
+
+        text = self._text(X)
+        reference = np.arange(n) if n <= self.knn_max_reference else np.sort(
+            rng.choice(n, self.knn_max_reference, replace=False)
+        )
+        references = sp.csr_matrix(text[reference])
+        # Kept as plain arrays: skops trusts numpy arrays but not a scipy sparse matrix.
+        self.knn_parts_ = (references.data, references.indices, references.indptr, np.asarray(references.shape))
+        self.knn_targets_ = y[reference]
+        position = np.full(n, -1, dtype=np.int64)
+        position[reference] = np.arange(len(reference))
+        knn = self._neighbours(text[meta], exclude=position[meta])
+
+        components = min(self.svd_components, text.shape[1] - 1, len(meta) - 1)
+        self.svd_ = (
+            TruncatedSVD(components, random_state=self.seed).fit(text[meta]) if components >= 1 else None
+        )
+        features = self._meta(ridge_oof, knn, means, counts, X[meta])
+        trees = LGBMRegressor(
+            learning_rate=self.learning_rate,
+            n_estimators=self.n_estimators,
+            num_leaves=self.num_leaves,
+            min_child_samples=self.min_child_samples,
+            colsample_bytree=self.colsample_bytree,
+            subsample=0.8,
+            subsample_freq=1,
+            random_state=self.seed,
+            # On a few thousand rows OpenMP start-up and spinning cost more than a second thread
+            # saves, and make fits erratic on a busy machine.
+            n_jobs=self.n_jobs if len(meta) >= _SMALL_META_ROWS else 1,
+            verbose=-1,
+        )
+        # The trees alone are noisier than the Ridge they start from; averaging the two is better
+        # than either. The share is chosen on out-of-fold predictions of all meta rows, far more
+        # rows than a validation split has (3 folds: it is one number, not worth more tree fits).
+        trees_oof = np.empty(len(meta))
+        for train_pos, held_pos in KFold(3, shuffle=True, random_state=self.seed + 1).split(meta):
+            trees_oof[held_pos] = clone(trees).fit(features[train_pos], y[meta][train_pos]).predict(
+                features[held_pos]
+            )
+        grid = np.linspace(0.0, 1.0, 21)
+        losses = [np.mean((y[meta] - (w * trees_oof + (1.0 - w) * ridge_oof)) ** 2) for w in grid]
+        self.trees_weight_ = float(grid[int(np.argmin(losses))])
+        self.meta_ = trees.fit(features, y[meta])
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "meta_")
+        X = sp.csr_matrix(X, dtype=np.float32)
+        codes, _ = _split_codes(X, self.n_codes)
+        ridge = np.asarray(self.base_.predict(X), dtype=np.float64)
+        features = self._meta(
+            ridge,
+            self._neighbours(self._text(X)),
+            _lookup(codes, self.means_, self.prior_),
+            _lookup(codes, self.counts_, 0.0),
+            X,
+        )
+        trees = np.asarray(self.meta_.predict(features), dtype=np.float64)
+        return self.trees_weight_ * trees + (1.0 - self.trees_weight_) * ridge

@@ -1,13 +1,19 @@
 """Cleaning and feature extraction: one sklearn Pipeline that travels with the model.
 
 The featurizer turns raw listing columns (schema.FEATURE_COLUMNS, as they arrive from a file,
-the warehouse or an API request) into one sparse matrix:
+the warehouse or an API request) into one sparse matrix with a fixed layout, left to right:
 
-- word 1..n-gram TF-IDF of the name, and char n-grams of the name (robust to sizes and typos);
-- word TF-IDF of all text (name, brand, category, description);
-- one-hot brand, category levels, condition, shipping and condition x shipping, all tolerant of
-  values never seen in training;
-- a few dense signals (description length, missing brand, missing description).
+1. ``len(CODE_COLUMNS)`` integer codes of the categoricals (brand, category levels, condition,
+   shipping and a few crosses), 0 for a value never seen in training;
+2. ``len(NUMERIC)`` dense signals (description length, missing brand, missing description);
+3. weighted TF-IDF blocks only: word n-grams of the name, char n-grams of the name, word n-grams
+   of all text (name, brand, category, description).
+
+The featurizer is unsupervised (it is fitted without prices). Encodings that need prices or that
+depend on the learner -- one-hot and out-of-fold target encodings of the codes, neighbours and
+stacking on the text part -- are fitted inside the model
+(:class:`~price_alchemy.estimators.CodeEncoder`, :class:`~price_alchemy.estimators.StackedRegressor`),
+which finds the blocks by the fixed widths of (1) and (2).
 
 The target is modelled as log1p(price) (:class:`~price_alchemy.estimators.LogPriceRegressor`), so
 the squared error the estimators minimise is the RMSLE the project reports.
@@ -15,21 +21,37 @@ the squared error the estimators minimise is the RMSLE the project reports.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
-from sklearn.base import RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.validation import check_is_fitted
 
 from price_alchemy.estimators import LogPriceRegressor
 from price_alchemy.params import FeatureParams
 from price_alchemy.schema import FEATURE_COLUMNS, NO_DESCRIPTION
 
 _TOKEN = r"(?u)\b\w+\b"  # keep one-character tokens: sizes (S, M, L), counts, "x"
-CATEGORICAL = ("brand", "cat1", "cat2", "category", "condition", "shipping", "cond_ship")
+# Crosses let linear models and target encodings price a brand within a category, and a
+# category by condition, which a sum of separate effects cannot.
+CODE_COLUMNS = (
+    "brand",
+    "cat1",
+    "cat2",
+    "category",
+    "condition",
+    "shipping",
+    "cond_ship",
+    "brand_cat",
+    "cat_cond",
+)
 NUMERIC = ("desc_words", "no_brand", "no_description")
+LEADING_COLUMNS = len(CODE_COLUMNS) + len(NUMERIC)
 
 
 def _text(series: pd.Series) -> pd.Series:
@@ -54,6 +76,7 @@ def clean_listings(listings: pd.DataFrame) -> pd.DataFrame:
         pd.to_numeric(listings["item_condition_id"], errors="coerce").fillna(0).astype(int).astype(str)
     )
     shipping = pd.to_numeric(listings["shipping"], errors="coerce").fillna(0).astype(int).astype(str)
+    brand_key = brand.str.lower()
     return pd.DataFrame(
         {
             "name": name,
@@ -64,13 +87,15 @@ def clean_listings(listings: pd.DataFrame) -> pd.DataFrame:
             + category.str.replace("/", " ", regex=False)
             + " "
             + description,
-            "brand": brand.str.lower(),
+            "brand": brand_key,
             "cat1": cat1,
             "cat2": cat2,
             "category": category,
             "condition": condition,
             "shipping": shipping,
             "cond_ship": condition + "_" + shipping,
+            "brand_cat": brand_key + "|" + category,
+            "cat_cond": category + "|" + condition,
             "desc_words": np.log1p(description.str.count(r"\S+").to_numpy(dtype=np.float32)),
             "no_brand": brand.eq("").to_numpy(dtype=np.float32),
             "no_description": no_description.to_numpy(dtype=np.float32),
@@ -79,54 +104,83 @@ def clean_listings(listings: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+class CategoryCodes(TransformerMixin, BaseEstimator):
+    """Each categorical column -> an integer code (1..n in sorted order), 0 for unseen or missing.
+
+    Codes rather than one-hot keep the featurizer's output layout fixed-width, so the model can
+    find the categoricals and fit one-hot and target encodings itself (those need prices).
+    """
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> CategoryCodes:
+        self.categories_ = [np.sort(X[c].astype(str).unique()) for c in X.columns]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "categories_")
+        out = np.zeros((len(X), len(self.categories_)), dtype=np.float32)
+        for j, (column, categories) in enumerate(zip(X.columns, self.categories_, strict=True)):
+            values = X[column].astype(str).to_numpy()
+            pos = np.searchsorted(categories, values)
+            pos = np.minimum(pos, len(categories) - 1)
+            found = categories[pos] == values
+            out[:, j] = np.where(found, pos + 1, 0)
+        return out
+
+
+def _tfidf(weight: float, **options: Any) -> Any:
+    """TF-IDF scaled by ``weight``: a block's scale is its share of the (single) Ridge penalty."""
+    vectorizer = TfidfVectorizer(sublinear_tf=True, dtype=np.float32, **options)
+    if weight == 1.0:
+        return vectorizer
+    return Pipeline([("tfidf", vectorizer), ("weight", FunctionTransformer(_scale, kw_args={"by": weight}))])
+
+
+def _scale(X: Any, by: float) -> Any:
+    return X * np.float32(by)
+
+
 def build_featurizer(params: FeatureParams) -> Pipeline:
-    """Unfitted cleaning + vectorizing pipeline: raw listings -> sparse float32 matrix."""
+    """Unfitted cleaning + vectorizing pipeline: raw listings -> sparse float32 matrix (see module doc)."""
     transformers: list[tuple[str, object, str | list[str]]] = [
+        ("codes", CategoryCodes(), list(CODE_COLUMNS)),
+        ("numeric", "passthrough", list(NUMERIC)),
         (
             "name_words",
-            TfidfVectorizer(
+            _tfidf(
+                params.name_weight,
                 token_pattern=_TOKEN,
                 ngram_range=(1, params.name_ngram_max),
                 max_features=params.name_max_features,
-                sublinear_tf=True,
-                dtype=np.float32,
             ),
             "name",
         ),
+    ]
+    if params.char_max_features > 0 and params.char_weight > 0:
+        transformers.append(
+            (
+                "name_chars",
+                _tfidf(
+                    params.char_weight,
+                    analyzer="char_wb",
+                    ngram_range=(2, 4),
+                    max_features=params.char_max_features,
+                ),
+                "name",
+            )
+        )
+    transformers.append(
         (
             "text_words",
-            TfidfVectorizer(
+            _tfidf(
+                params.text_weight,
                 token_pattern=_TOKEN,
                 ngram_range=(1, params.text_ngram_max),
                 max_features=params.text_max_features,
                 min_df=params.text_min_df,
-                sublinear_tf=True,
-                dtype=np.float32,
             ),
             "text",
-        ),
-        (
-            "categorical",
-            OneHotEncoder(handle_unknown="ignore", dtype=np.float32),
-            list(CATEGORICAL),
-        ),
-        ("numeric", "passthrough", list(NUMERIC)),
-    ]
-    if params.char_max_features > 0:
-        transformers.insert(
-            1,
-            (
-                "name_chars",
-                TfidfVectorizer(
-                    analyzer="char_wb",
-                    ngram_range=(2, 4),
-                    max_features=params.char_max_features,
-                    sublinear_tf=True,
-                    dtype=np.float32,
-                ),
-                "name",
-            ),
         )
+    )
     columns = ColumnTransformer(transformers, sparse_threshold=1.0)
     return Pipeline(
         [

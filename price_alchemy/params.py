@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from price_alchemy.errors import ConfigError
 
-Family = Literal["ridge", "lightgbm"]
+Family = Literal["ridge", "lightgbm", "stack"]
 
 
 class _Strict(BaseModel):
@@ -43,6 +43,10 @@ class FeatureParams(_Strict):
     text_ngram_max: int = Field(2, ge=1, le=3)
     text_min_df: int = Field(2, ge=1)
     char_max_features: int = Field(30_000, ge=0)
+    # Block scales: with one Ridge penalty for all columns, a block's scale sets how freely it is used.
+    name_weight: float = Field(1.0, gt=0)
+    char_weight: float = Field(0.5, ge=0)
+    text_weight: float = Field(2.0, gt=0)
 
 
 class TrainingParams(_Strict):
@@ -65,13 +69,29 @@ class LightGBMSpace(_Strict):
     max_columns: int = Field(8_000, ge=100)
 
 
+class StackSpace(_Strict):
+    """Search space and fixed sizes of the stacked family (see estimators.StackedRegressor)."""
+
+    alpha: tuple[float, float] = (3.0, 12.0)
+    n_neighbors: tuple[int, int] = (5, 30)
+    learning_rate: tuple[float, float] = (0.01, 0.05)
+    n_estimators: tuple[int, int] = (200, 600)
+    num_leaves: tuple[int, int] = (4, 16)
+    min_child_samples: tuple[int, int] = (20, 60)
+    svd_components: int = Field(30, ge=0)
+    n_folds: int = Field(5, ge=2)
+    max_meta_rows: int = Field(50_000, ge=100)
+    knn_max_reference: int = Field(10_000, ge=10)
+
+
 class TuningParams(_Strict):
     max_evals: int = Field(24, ge=1)
     timeout_s: float = Field(150.0, gt=0)
     seed: int = 42
-    families: tuple[Family, ...] = ("ridge", "lightgbm")
+    families: tuple[Family, ...] = ("stack",)
     ridge: RidgeSpace = RidgeSpace()
     lightgbm: LightGBMSpace = LightGBMSpace()
+    stack: StackSpace = StackSpace()
 
     @model_validator(mode="after")
     def _families_not_empty(self) -> TuningParams:

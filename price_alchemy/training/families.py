@@ -9,6 +9,8 @@ from hyperopt import hp
 from hyperopt.pyll import scope
 from sklearn.linear_model import Ridge
 
+from price_alchemy.estimators import CodeEncoder
+from price_alchemy.features import CODE_COLUMNS, NUMERIC
 from price_alchemy.params import TuningParams
 
 
@@ -36,19 +38,59 @@ def search_space(params: TuningParams) -> Any:
             "colsample_bytree": hp.uniform("lightgbm.colsample_bytree", *params.lightgbm.colsample_bytree),
             "max_columns": params.lightgbm.max_columns,
         },
+        "stack": {
+            "family": "stack",
+            "alpha": _log_uniform("stack.alpha", params.stack.alpha),
+            "n_neighbors": _int_uniform("stack.n_neighbors", params.stack.n_neighbors),
+            "learning_rate": _log_uniform("stack.learning_rate", params.stack.learning_rate),
+            "n_estimators": _int_uniform("stack.n_estimators", params.stack.n_estimators, 10),
+            "num_leaves": _int_uniform("stack.num_leaves", params.stack.num_leaves),
+            "min_child_samples": _int_uniform("stack.min_child_samples", params.stack.min_child_samples),
+            "svd_components": params.stack.svd_components,
+            "n_folds": params.stack.n_folds,
+            "max_meta_rows": params.stack.max_meta_rows,
+            "knn_max_reference": params.stack.knn_max_reference,
+        },
     }
     return hp.choice("family", [options[name] for name in params.families])
 
 
 def make_estimator(config: dict[str, Any], *, seed: int = 42, n_jobs: int = 2) -> Any:
-    """An unfitted estimator for one sampled configuration (learns log1p(price) on sparse features)."""
+    """An unfitted estimator for one sampled configuration (learns log1p(price) on sparse features).
+
+    Every family starts from the featurizer's layout (category codes, numeric, text; see
+    price_alchemy.features): ridge and lightgbm turn the codes into one-hot and out-of-fold target
+    encodings with :class:`CodeEncoder`, the stack does so itself.
+    """
+    from sklearn.pipeline import Pipeline
+
     family = config["family"]
+    codes = CodeEncoder(len(CODE_COLUMNS), seed=seed)
     if family == "ridge":
         # sag/sparse_cg are the solvers that scale to millions of sparse rows without densifying.
-        return Ridge(alpha=float(config["alpha"]), solver="sparse_cg", tol=1e-4, random_state=seed)
+        ridge = Ridge(alpha=float(config["alpha"]), solver="sparse_cg", tol=1e-4, random_state=seed)
+        return Pipeline([("codes", codes), ("ridge", ridge)])
+    if family == "stack":
+        from price_alchemy.estimators import StackedRegressor
+
+        return StackedRegressor(
+            len(CODE_COLUMNS),
+            len(NUMERIC),
+            alpha=float(config["alpha"]),
+            n_neighbors=int(config["n_neighbors"]),
+            learning_rate=float(config["learning_rate"]),
+            n_estimators=int(config["n_estimators"]),
+            num_leaves=int(config["num_leaves"]),
+            min_child_samples=int(config["min_child_samples"]),
+            svd_components=int(config["svd_components"]),
+            n_folds=int(config["n_folds"]),
+            max_meta_rows=int(config["max_meta_rows"]),
+            knn_max_reference=int(config["knn_max_reference"]),
+            seed=seed,
+            n_jobs=n_jobs,
+        )
     if family == "lightgbm":
         from lightgbm import LGBMRegressor
-        from sklearn.pipeline import Pipeline
 
         from price_alchemy.estimators import FrequentColumns
 
@@ -64,7 +106,9 @@ def make_estimator(config: dict[str, Any], *, seed: int = 42, n_jobs: int = 2) -
             n_jobs=n_jobs,
             verbose=-1,
         )
-        return Pipeline([("columns", FrequentColumns(int(config["max_columns"]))), ("lightgbm", booster)])
+        return Pipeline(
+            [("codes", codes), ("columns", FrequentColumns(int(config["max_columns"]))), ("lightgbm", booster)]
+        )
     raise ValueError(f"unknown model family {family!r}")
 
 

@@ -1,0 +1,128 @@
+"""Estimators that travel inside the saved model: target encodings, the stack, and saving them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import skops.io as sio
+
+from price_alchemy.data.synthetic import generate_listings
+from price_alchemy.estimators import (
+    TRUSTED_TYPES,
+    CodeEncoder,
+    LogPriceRegressor,
+    StackedRegressor,
+    WeightedBlend,
+)
+from price_alchemy.features import CODE_COLUMNS, NUMERIC, build_featurizer, build_pipeline
+from price_alchemy.params import FeatureParams
+from price_alchemy.schema import FEATURE_COLUMNS
+from price_alchemy.training.families import make_estimator
+
+pytestmark = pytest.mark.unit
+
+FEATURES = list(FEATURE_COLUMNS)
+SMALL_STACK = {
+    "family": "stack",
+    "alpha": 6.0,
+    "n_neighbors": 5,
+    "learning_rate": 0.05,
+    "n_estimators": 60,
+    "num_leaves": 4,
+    "min_child_samples": 10,
+    "svd_components": 5,
+    "n_folds": 3,
+    "max_meta_rows": 100_000,
+    "knn_max_reference": 20_000,
+}
+
+
+def _codes_matrix(codes: list[list[int]], extra: int = 2) -> sp.csr_matrix:
+    """A featurizer-shaped matrix: code columns first, then ``extra`` constant columns."""
+    dense = np.hstack([np.asarray(codes, dtype=np.float32), np.ones((len(codes), extra), dtype=np.float32)])
+    return sp.csr_matrix(dense)
+
+
+def test_code_encoder_one_hot_ignores_codes_unseen_in_training() -> None:
+    X = _codes_matrix([[1], [2], [2], [1]])
+    encoder = CodeEncoder(1, target_weight=0.0).fit(X, np.zeros(4))
+    # 2 passthrough columns + one-hot over codes 0..2 (code 0 never gets a 1)
+    out = encoder.transform(_codes_matrix([[2], [0], [7]])).toarray()
+    assert out.shape == (3, 2 + 3)
+    np.testing.assert_array_equal(out[:, 2:], [[0, 0, 1], [0, 0, 0], [0, 0, 0]])
+
+
+def test_code_encoder_target_means_are_smoothed_and_unseen_codes_get_the_prior() -> None:
+    X = _codes_matrix([[1]] * 10 + [[2]] * 10, extra=0)
+    y = np.array([1.0] * 10 + [3.0] * 10)
+    encoder = CodeEncoder(1, one_hot=False, target_weight=1.0, smoothing=10.0).fit(X, y)
+    out = encoder.transform(_codes_matrix([[1], [2], [0], [9]], extra=0)).toarray()
+    prior = 2.0
+    # (10 * 1 + 10 * 2) / 20 = 1.5 for code 1, 2.5 for code 2; centred on the prior
+    np.testing.assert_allclose(out[:, 0], [1.5 - prior, 2.5 - prior, 0.0, 0.0])
+    np.testing.assert_allclose(out[:2, 1], np.log1p(10) / 5.0)
+
+
+def test_code_encoder_fit_transform_is_out_of_fold() -> None:
+    """A code seen once must not leak its own price into its training encoding."""
+    X = _codes_matrix([[i + 1] for i in range(50)], extra=0)  # every row its own category
+    y = np.linspace(0.0, 5.0, 50)
+    encoder = CodeEncoder(1, one_hot=False, target_weight=1.0, smoothing=1.0)
+    oof = encoder.fit_transform(X, y).toarray()[:, 0]
+    full = encoder.transform(X).toarray()[:, 0]
+    assert np.allclose(oof, 0.0, atol=0.2)  # held-out singletons fall back to (about) the prior
+    assert np.corrcoef(full, y)[0, 1] > 0.99  # with its own row, the encoding tracks the price
+
+
+@pytest.fixture(scope="module")
+def featurized() -> tuple[sp.csr_matrix, np.ndarray, object]:
+    listings = generate_listings(600, seed=5)
+    listings = listings[listings["price"] > 0].reset_index(drop=True)
+    featurizer = build_featurizer(FeatureParams())
+    X = featurizer.fit_transform(listings[FEATURES])
+    return X, np.log1p(listings["price"].to_numpy()), featurizer
+
+
+def test_stack_is_deterministic_and_finite(featurized: tuple[sp.csr_matrix, np.ndarray, object]) -> None:
+    X, y, _ = featurized
+    first = make_estimator(SMALL_STACK).fit(X, y).predict(X[:50])
+    second = make_estimator(SMALL_STACK).fit(X, y).predict(X[:50])
+    assert np.all(np.isfinite(first))
+    np.testing.assert_array_equal(first, second)
+    assert np.std(first) > 0.1  # it learned something, not a constant
+
+
+def test_stack_caps_keep_the_knn_and_the_trees_small(
+    featurized: tuple[sp.csr_matrix, np.ndarray, object],
+) -> None:
+    X, y, _ = featurized
+    capped = StackedRegressor(
+        len(CODE_COLUMNS), len(NUMERIC), n_estimators=30, n_folds=2, max_meta_rows=200, knn_max_reference=150
+    ).fit(X, y)
+    assert capped.knn_reference_.shape[0] == 150
+    assert capped.meta_.n_features_in_ == 1 + 2 + 2 * len(CODE_COLUMNS) + len(NUMERIC) + 30
+    assert 0.0 <= capped.trees_weight_ <= 1.0
+    pred = capped.predict(X[:1])
+    assert pred.shape == (1,) and np.isfinite(pred[0])
+
+
+def test_stack_and_blend_survive_skops_with_the_trusted_types(
+    featurized: tuple[sp.csr_matrix, np.ndarray, object],
+) -> None:
+    """The saved model may contain only TRUSTED_TYPES: a new class left off the list fails here."""
+    listings = generate_listings(400, seed=8)
+    listings = listings[listings["price"] > 0].reset_index(drop=True)
+    blend = WeightedBlend(
+        [
+            ("ridge", make_estimator({"family": "ridge", "alpha": 4.0})),
+            ("stack", make_estimator(SMALL_STACK)),
+        ],
+        [0.4, 0.6],
+    )
+    pipeline = build_pipeline(build_featurizer(FeatureParams()), blend)
+    pipeline.fit(listings[FEATURES], listings["price"].to_numpy())
+    restored = sio.loads(sio.dumps(pipeline), trusted=list(TRUSTED_TYPES))
+    probe = listings[FEATURES].head(20)
+    np.testing.assert_allclose(restored.predict(probe), pipeline.predict(probe))
+    assert isinstance(restored.named_steps["model"], LogPriceRegressor)

@@ -1,0 +1,89 @@
+"""The featurizer: cleaning, category codes and the fixed column layout the model relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from price_alchemy.features import (
+    CODE_COLUMNS,
+    LEADING_COLUMNS,
+    NUMERIC,
+    CategoryCodes,
+    build_featurizer,
+    clean_listings,
+)
+from price_alchemy.params import FeatureParams
+
+pytestmark = pytest.mark.unit
+
+
+def _listings(**overrides: list[object]) -> pd.DataFrame:
+    base: dict[str, list[object]] = {
+        "name": ["Nike Air Max 90", "Lularoe leggings OS"],
+        "item_condition_id": [1, 3],
+        "category_name": ["Men/Shoes/Athletic", "Women/Athletic Apparel/Pants, Tights, Leggings"],
+        "brand_name": ["Nike", None],
+        "shipping": [0, 1],
+        "item_description": ["Brand new in box", "No description yet"],
+    }
+    base.update(overrides)
+    return pd.DataFrame(base)
+
+
+def test_clean_listings_builds_levels_and_crosses() -> None:
+    clean = clean_listings(_listings())
+    assert clean.loc[0, "cat2"] == "Men/Shoes"
+    assert clean.loc[0, "brand_cat"] == "nike|Men/Shoes/Athletic"
+    assert clean.loc[1, "cat_cond"] == "Women/Athletic Apparel/Pants, Tights, Leggings|3"
+    assert clean.loc[1, "no_brand"] == 1.0 and clean.loc[1, "no_description"] == 1.0
+    assert clean.loc[1, "text"].startswith("Lularoe leggings OS")
+
+
+def test_category_codes_are_stable_and_unseen_values_get_zero() -> None:
+    train = pd.DataFrame({"brand": ["b", "a", "b"], "cond": ["1", "2", "1"]})
+    codes = CategoryCodes().fit(train)
+    out = codes.transform(pd.DataFrame({"brand": ["a", "b", "zzz", ""], "cond": ["2", "9", "1", "1"]}))
+    np.testing.assert_array_equal(out, [[1, 2], [2, 0], [0, 1], [0, 1]])
+
+
+def test_the_featurizer_output_starts_with_codes_then_numeric() -> None:
+    """The model finds the categoricals by position: this layout is a contract with estimators.py."""
+    featurizer = build_featurizer(FeatureParams(name_max_features=50, text_max_features=50, text_min_df=1))
+    X = featurizer.fit_transform(_listings()).toarray()
+    assert X.shape[1] > LEADING_COLUMNS
+    codes = X[:, : len(CODE_COLUMNS)]
+    assert np.all(codes >= 1) and np.allclose(codes, np.round(codes))
+    numeric = X[:, len(CODE_COLUMNS) : LEADING_COLUMNS]
+    assert numeric.shape[1] == len(NUMERIC)
+    np.testing.assert_array_equal(numeric[:, 1], [0.0, 1.0])  # no_brand
+
+
+def test_the_featurizer_accepts_unseen_missing_and_single_rows() -> None:
+    featurizer = build_featurizer(FeatureParams(name_max_features=50, text_max_features=50, text_min_df=1))
+    featurizer.fit(_listings())
+    odd = _listings(
+        name=[None, "x"],
+        brand_name=["Unknown Brand", None],
+        category_name=[None, "New/Cat/Here"],
+        item_description=[None, ""],
+        item_condition_id=[None, 5],
+        shipping=[None, 1],
+    )
+    single = featurizer.transform(odd.iloc[[0]]).toarray()
+    assert single.shape[0] == 1 and np.all(np.isfinite(single))
+    codes = featurizer.transform(odd).toarray()[:, : len(CODE_COLUMNS)]
+    brand, category = CODE_COLUMNS.index("brand"), CODE_COLUMNS.index("category")
+    assert codes[0, brand] == 0 and codes[1, brand] > 0  # missing brand is a known value ("")
+    assert codes[0, category] == 0 and codes[1, category] == 0
+
+
+def test_the_text_weight_scales_only_the_all_text_block() -> None:
+    small = FeatureParams(name_max_features=50, text_max_features=50, text_min_df=1, char_max_features=0)
+    plain = build_featurizer(small.model_copy(update={"text_weight": 1.0})).fit_transform(_listings()).toarray()
+    doubled = build_featurizer(small.model_copy(update={"text_weight": 2.0})).fit_transform(_listings()).toarray()
+    nonzero = plain != 0
+    ratios = np.round(doubled[nonzero] / plain[nonzero], 6)
+    assert set(ratios) == {1.0, 2.0}
+    np.testing.assert_array_equal(doubled[:, :LEADING_COLUMNS], plain[:, :LEADING_COLUMNS])
