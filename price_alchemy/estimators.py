@@ -137,7 +137,9 @@ class MedianPriceBaseline(RegressorMixin, BaseEstimator):
         return out.fillna(self.global_median_).to_numpy(dtype=np.float64)
 
 
-def _target_tables(codes: np.ndarray, y: np.ndarray, smoothing: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _target_tables(
+    codes: np.ndarray, y: np.ndarray, smoothing: float
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per code column: smoothed mean of ``y`` per code (shrunk to the mean of y) and log1p(count).
 
     Code 0 (a value unseen by the featurizer) and codes absent from ``y``'s rows get the prior.
@@ -241,7 +243,9 @@ class CodeEncoder(TransformerMixin, BaseEstimator):
         return self._encode(codes, rest, *out_of_fold_targets(codes, np.asarray(y, dtype=np.float64), self))
 
 
-def out_of_fold_targets(codes: np.ndarray, y: np.ndarray, encoder: CodeEncoder) -> tuple[np.ndarray, np.ndarray]:
+def out_of_fold_targets(
+    codes: np.ndarray, y: np.ndarray, encoder: CodeEncoder
+) -> tuple[np.ndarray, np.ndarray]:
     """Target means and log counts of each row computed without its own fold."""
     means = np.empty(codes.shape, dtype=np.float64)
     counts = np.empty(codes.shape, dtype=np.float64)
@@ -350,7 +354,9 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
             out[part, 1] = top.max(axis=1)
         return out
 
-    def _meta(self, ridge: np.ndarray, knn: np.ndarray, means: np.ndarray, counts: np.ndarray, X: Any) -> np.ndarray:
+    def _meta(
+        self, ridge: np.ndarray, knn: np.ndarray, means: np.ndarray, counts: np.ndarray, X: Any
+    ) -> np.ndarray:
         numeric = X[:, self.n_codes : self.n_codes + self.n_numeric].toarray()
         blocks = [ridge[:, None], knn, means, counts, numeric]
         if self.svd_ is not None:
@@ -365,7 +371,11 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         y = np.asarray(y, dtype=np.float64)
         n = X.shape[0]
         rng = np.random.default_rng(self.seed)
-        meta = np.arange(n) if n <= self.max_meta_rows else np.sort(rng.choice(n, self.max_meta_rows, replace=False))
+        meta = (
+            np.arange(n)
+            if n <= self.max_meta_rows
+            else np.sort(rng.choice(n, self.max_meta_rows, replace=False))
+        )
         codes, _ = _split_codes(X, self.n_codes)
         prior = float(y.mean())
 
@@ -386,12 +396,19 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         self.prior_ = prior
 
         text = self._text(X)
-        reference = np.arange(n) if n <= self.knn_max_reference else np.sort(
-            rng.choice(n, self.knn_max_reference, replace=False)
+        reference = (
+            np.arange(n)
+            if n <= self.knn_max_reference
+            else np.sort(rng.choice(n, self.knn_max_reference, replace=False))
         )
         references = sp.csr_matrix(text[reference])
         # Kept as plain arrays: skops trusts numpy arrays but not a scipy sparse matrix.
-        self.knn_parts_ = (references.data, references.indices, references.indptr, np.asarray(references.shape))
+        self.knn_parts_ = (
+            references.data,
+            references.indices,
+            references.indptr,
+            np.asarray(references.shape),
+        )
         self.knn_targets_ = y[reference]
         position = np.full(n, -1, dtype=np.int64)
         position[reference] = np.arange(len(reference))
@@ -421,8 +438,8 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         # rows than a validation split has (3 folds: it is one number, not worth more tree fits).
         trees_oof = np.empty(len(meta))
         for train_pos, held_pos in KFold(3, shuffle=True, random_state=self.seed + 1).split(meta):
-            trees_oof[held_pos] = clone(trees).fit(features[train_pos], y[meta][train_pos]).predict(
-                features[held_pos]
+            trees_oof[held_pos] = (
+                clone(trees).fit(features[train_pos], y[meta][train_pos]).predict(features[held_pos])
             )
         grid = np.linspace(0.0, 1.0, 21)
         losses = [np.mean((y[meta] - (w * trees_oof + (1.0 - w) * ridge_oof)) ** 2) for w in grid]

@@ -107,7 +107,11 @@ def make_estimator(config: dict[str, Any], *, seed: int = 42, n_jobs: int = 2) -
             verbose=-1,
         )
         return Pipeline(
-            [("codes", codes), ("columns", FrequentColumns(int(config["max_columns"]))), ("lightgbm", booster)]
+            [
+                ("codes", codes),
+                ("columns", FrequentColumns(int(config["max_columns"]))),
+                ("lightgbm", booster),
+            ]
         )
     raise ValueError(f"unknown model family {family!r}")
 

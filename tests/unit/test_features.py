@@ -81,8 +81,12 @@ def test_the_featurizer_accepts_unseen_missing_and_single_rows() -> None:
 
 def test_the_text_weight_scales_only_the_all_text_block() -> None:
     small = FeatureParams(name_max_features=50, text_max_features=50, text_min_df=1, char_max_features=0)
-    plain = build_featurizer(small.model_copy(update={"text_weight": 1.0})).fit_transform(_listings()).toarray()
-    doubled = build_featurizer(small.model_copy(update={"text_weight": 2.0})).fit_transform(_listings()).toarray()
+    plain = (
+        build_featurizer(small.model_copy(update={"text_weight": 1.0})).fit_transform(_listings()).toarray()
+    )
+    doubled = (
+        build_featurizer(small.model_copy(update={"text_weight": 2.0})).fit_transform(_listings()).toarray()
+    )
     nonzero = plain != 0
     ratios = np.round(doubled[nonzero] / plain[nonzero], 6)
     assert set(ratios) == {1.0, 2.0}
