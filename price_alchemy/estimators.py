@@ -24,6 +24,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "price_alchemy.estimators.StackedRegressor",
     "price_alchemy.estimators.WeightedBlend",
     "price_alchemy.features.CategoryCodes",
+    "price_alchemy.features.CompactTfidfVectorizer",
     "price_alchemy.features._scale",
     "price_alchemy.features.clean_listings",
 )

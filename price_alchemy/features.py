@@ -127,9 +127,39 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
         return out
 
 
+class CompactTfidfVectorizer(TfidfVectorizer):
+    """A TfidfVectorizer whose fitted vocabulary is saved as two arrays instead of a dict.
+
+    skops writes a dict entry by entry: the ~180k terms of the default featurizer took ~2 minutes
+    and ~80 MB per saved model. As UTF-8 bytes plus offsets it is written in one go. Behaviour is
+    unchanged; only ``__getstate__``/``__setstate__`` (used by skops, pickle and copy) differ.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        vocabulary = state.pop("vocabulary_", None)
+        if vocabulary is not None:
+            encoded = [term.encode("utf-8") for term in vocabulary]
+            state["vocabulary_bytes_"] = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+            state["vocabulary_ends_"] = np.cumsum([len(e) for e in encoded], dtype=np.int64)
+            state["vocabulary_index_"] = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "vocabulary_bytes_" in state:
+            blob = state.pop("vocabulary_bytes_").tobytes()
+            ends = state.pop("vocabulary_ends_").tolist()
+            index = state.pop("vocabulary_index_").tolist()
+            starts = [0, *ends[:-1]]
+            terms = [blob[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
+            state["vocabulary_"] = dict(zip(terms, index, strict=True))
+        super().__setstate__(state)
+
+
 def _tfidf(weight: float, **options: Any) -> Any:
     """TF-IDF scaled by ``weight``: a block's scale is its share of the (single) Ridge penalty."""
-    vectorizer = TfidfVectorizer(sublinear_tf=True, dtype=np.float32, **options)
+    vectorizer = CompactTfidfVectorizer(sublinear_tf=True, dtype=np.float32, **options)
     if weight == 1.0:
         return vectorizer
     return Pipeline([("tfidf", vectorizer), ("weight", FunctionTransformer(_scale, kw_args={"by": weight}))])

@@ -91,3 +91,22 @@ def test_the_text_weight_scales_only_the_all_text_block() -> None:
     ratios = np.round(doubled[nonzero] / plain[nonzero], 6)
     assert set(ratios) == {1.0, 2.0}
     np.testing.assert_array_equal(doubled[:, :LEADING_COLUMNS], plain[:, :LEADING_COLUMNS])
+
+
+def test_the_compact_vocabulary_survives_skops_and_pickle() -> None:
+    import pickle
+
+    import skops.io as sio
+
+    from price_alchemy.estimators import TRUSTED_TYPES
+    from price_alchemy.features import CompactTfidfVectorizer
+
+    docs = ["Nike Air Max 90 größe 42", "Lularoe leggings OS", "bundle 3x Nike socks \u2764"]
+    vectorizer = CompactTfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3)).fit(docs)
+    for restored in (
+        sio.loads(sio.dumps(vectorizer), trusted=list(TRUSTED_TYPES)),
+        pickle.loads(pickle.dumps(vectorizer)),
+    ):
+        assert restored.vocabulary_ == vectorizer.vocabulary_
+        np.testing.assert_array_equal(restored.transform(docs).toarray(), vectorizer.transform(docs).toarray())
+    assert "vocabulary_" not in vectorizer.__getstate__()  # saved as arrays, not a dict
