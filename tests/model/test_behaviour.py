@@ -39,7 +39,10 @@ def fitted(
     mlflow_reset: Callable[[], None],
 ) -> Iterator[FittedModel]:
     """The model, with its trial runs logged to a throw-away store under a parent run."""
-    tuning = params.tuning.model_copy(update={"families": ("ridge", "lightgbm"), "max_evals": 4})
+    # a generous timeout: the trial count must come from max_evals, not from how busy the machine is
+    tuning = params.tuning.model_copy(
+        update={"families": ("ridge", "lightgbm"), "max_evals": 4, "timeout_s": 900.0}
+    )
     both = params.model_copy(update={"tuning": tuning})
     split = split_listings(usable_for_training(generate_listings(TRAIN_ROWS, seed=21)), both.split)
     configure_mlflow(settings_factory(tmp_path_factory.mktemp("behaviour") / "home"))
