@@ -108,5 +108,7 @@ def test_the_compact_vocabulary_survives_skops_and_pickle() -> None:
         pickle.loads(pickle.dumps(vectorizer)),
     ):
         assert restored.vocabulary_ == vectorizer.vocabulary_
-        np.testing.assert_array_equal(restored.transform(docs).toarray(), vectorizer.transform(docs).toarray())
+        np.testing.assert_array_equal(
+            restored.transform(docs).toarray(), vectorizer.transform(docs).toarray()
+        )
     assert "vocabulary_" not in vectorizer.__getstate__()  # saved as arrays, not a dict
