@@ -142,7 +142,9 @@ class CompactTfidfVectorizer(TfidfVectorizer):
             encoded = [term.encode("utf-8") for term in vocabulary]
             state["vocabulary_bytes_"] = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
             state["vocabulary_ends_"] = np.cumsum([len(e) for e in encoded], dtype=np.int64)
-            state["vocabulary_index_"] = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
+            state["vocabulary_index_"] = np.fromiter(
+                vocabulary.values(), dtype=np.int64, count=len(vocabulary)
+            )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
