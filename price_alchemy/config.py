@@ -50,8 +50,48 @@ class Settings(BaseSettings):
         default=None, description="Service-account JSON; default uses Application Default Credentials."
     )
 
-    api_key: SecretStr | None = Field(default=None, description="Enables API-key auth on the REST API.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- serving (price-alchemy serve) ---
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, every /v1 request must send it in the X-API-Key header."
+    )
+    serve_host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
+    serve_port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+    model_alias: str = Field(default="champion", description="Registry alias the API serves.")
+    model_watch_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the API checks whether the alias moved to a new version."
+    )
+    max_batch_size: int = Field(
+        default=1000, ge=1, le=10_000, description="Most listings in one batch request."
+    )
+    max_body_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body accepted.")
+    request_log_enabled: bool = Field(default=True, description="Write one ECS event per prediction request.")
+    request_log_segment_bytes: int = Field(
+        default=16_000_000,
+        ge=4096,
+        description="Size at which the request-log buffer starts a new segment file.",
+    )
+
+    # --- monitoring (request-log shipping, drift) ---
+    elasticsearch_url: str | None = Field(
+        default=None,
+        description="Elasticsearch the shipper and drift monitor use (e.g. http://127.0.0.1:9200).",
+    )
+    elasticsearch_username: str | None = None
+    elasticsearch_password: SecretStr | None = None
+    elasticsearch_api_key: SecretStr | None = None
+    ship_to: Literal["elasticsearch", "logstash"] = Field(
+        default="elasticsearch", description="Where the shipper sends request events."
+    )
+    logstash_url: str | None = Field(
+        default=None, description="Logstash HTTP input (e.g. http://logstash:8080) when ship_to=logstash."
+    )
+    airflow_api_url: str | None = Field(
+        default=None, description="Airflow REST API base URL the monitor uses to trigger retraining."
+    )
+    airflow_username: str | None = None
+    airflow_password: SecretStr | None = None
 
     @field_validator("home")
     @classmethod
@@ -72,6 +112,16 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def request_log_dir(self) -> Path:
+        """Durable buffer of request events (segment files) that the shipper reads."""
+        return self.home / "request-log"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Last good served model, so the API restarts without MLflow."""
+        return self.home / "serving" / "model-cache"
 
     @property
     def tracking_uri(self) -> str:
