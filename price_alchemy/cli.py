@@ -1,4 +1,4 @@
-"""The ``price-alchemy`` command line: generate, ingest, train, predict, inspect, demo."""
+"""The ``price-alchemy`` command line: generate, ingest, train, predict, inspect, demo, serve, ship, monitor."""
 
 from __future__ import annotations
 
@@ -320,6 +320,54 @@ def demo(
         )
     out.print(table)
     out.print(f"MLflow UI: mlflow ui --backend-store-uri {c.settings.tracking_uri}")
+
+
+# --- serving (owner: price_alchemy/serving) ---
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Interface (default: PRICE_ALCHEMY_SERVE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: PRICE_ALCHEMY_SERVE_PORT).")] = None,
+) -> None:
+    """Serve the champion model over REST (uvicorn) until interrupted."""
+    from price_alchemy.serving.server import run_server
+
+    c: Context = ctx.obj
+    with _domain_errors():
+        run_server(c.settings, host=host, port=port)
+
+
+# --- request-log shipping (owner: price_alchemy/monitoring/shipping) ---
+@app.command()
+def ship(
+    ctx: typer.Context,
+    follow: Annotated[bool, typer.Option("--follow/--once", help="Keep shipping new events.")] = False,
+) -> None:
+    """Ship buffered request events to Elasticsearch (or Logstash) exactly once, in order."""
+    from price_alchemy.monitoring.shipping import run_shipper
+
+    c: Context = ctx.obj
+    with _domain_errors():
+        run_shipper(c.settings, follow=follow, console=err)
+
+
+# --- drift monitoring (owner: price_alchemy/monitoring/drift*) ---
+@app.command()
+def monitor(
+    ctx: typer.Context,
+    window_hours: Annotated[
+        float, typer.Option(min=0.01, help="Recent window of requests to compare.")
+    ] = 24.0,
+) -> None:
+    """Compare recent requests with the champion's training profile; report drift (exit 3 if drifted)."""
+    from price_alchemy.monitoring.drift_job import run_monitor
+
+    c: Context = ctx.obj
+    with _domain_errors():
+        report = run_monitor(c.settings, c.params, window_hours=window_hours)
+    out.print(report.summary())
+    if report.drifted:
+        raise typer.Exit(3)
 
 
 if __name__ == "__main__":  # pragma: no cover
