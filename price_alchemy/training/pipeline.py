@@ -135,6 +135,31 @@ def reference_profile(train: pd.DataFrame, predictions: np.ndarray) -> dict[str,
     }
 
 
+INTERVAL_COVERAGE = 0.8
+
+
+def price_interval(
+    y_true: np.ndarray, y_pred: np.ndarray, coverage: float = INTERVAL_COVERAGE
+) -> dict[str, Any]:
+    """A price range calibrated on held-out rows (split conformal, in log space).
+
+    The ``(1 - coverage) / 2`` and ``(1 + coverage) / 2`` quantiles of ``log1p(actual) -
+    log1p(predicted)`` on the test split, which the final model never saw. A suggestion ``p`` gets
+    the range ``expm1(log1p(p) + low) .. expm1(log1p(p) + high)``: about ``coverage`` of held-out
+    listings sold inside the range they would have been given. Log space, because errors scale
+    with price.
+    """
+    residuals = np.log1p(y_true) - np.log1p(y_pred)
+    low, high = np.quantile(residuals, [(1 - coverage) / 2, (1 + coverage) / 2])
+    return {
+        "coverage": coverage,
+        "log_residual_low": float(low),
+        "log_residual_high": float(high),
+        "rows": len(residuals),
+        "method": "split conformal: quantiles of log1p residuals on the held-out test split",
+    }
+
+
 def _log_search(result: TuningResult, outcome: SearchOutcome) -> None:
     mlflow.log_dict(outcome.to_dict(), OUTCOME_ARTIFACT)
     mlflow.log_metrics({f"valid_rmsle_{name}": score for name, score in outcome.valid_rmsle.items()})
@@ -212,6 +237,7 @@ def fit_stage(
         _log_evaluation_plots(split, y_pred, baseline_pred)
         profile_rows = split.train.head(20_000)
         profile = reference_profile(profile_rows, model.predict(profile_rows[list(FEATURE_COLUMNS)]))
+        profile["price_interval"] = price_interval(y_test, y_pred)
         mlflow.log_dict(profile, "reference/profile.json")
         stage("logging the model")
         example = X_test.head(5)
