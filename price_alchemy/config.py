@@ -93,6 +93,21 @@ class Settings(BaseSettings):
     airflow_username: str | None = None
     airflow_password: SecretStr | None = None
 
+    @field_validator(
+        "bigquery_project",
+        "bigquery_location",
+        "bigquery_api_endpoint",
+        "bigquery_credentials_file",
+        "elasticsearch_url",
+        "logstash_url",
+        "airflow_api_url",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``VAR=`` (as docker compose passes an unset default) means "not set", not an empty value."""
+        return None if value == "" else value
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
