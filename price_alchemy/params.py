@@ -104,6 +104,33 @@ class PromotionParams(_Strict):
     margin: float = Field(0.002, ge=0)
 
 
+class DriftThreshold(_Strict):
+    """PSI levels of one feature: ``watch`` flags a moderate shift, ``drift`` a significant one."""
+
+    watch: float = Field(0.1, gt=0)
+    drift: float = Field(0.25, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftThreshold:
+        if self.watch > self.drift:
+            raise ValueError("a watch threshold must not exceed its drift threshold")
+        return self
+
+
+class MonitoringParams(_Strict):
+    """Drift monitoring of served requests against the champion's training profile."""
+
+    window_hours: float = Field(24.0, gt=0)
+    min_listings: int = Field(500, ge=1)
+    psi: DriftThreshold = DriftThreshold()
+    # Per-feature overrides of ``psi`` (feature names as in ``price_alchemy.monitoring.drift.FEATURES``).
+    feature_thresholds: dict[str, DriftThreshold] = Field(default_factory=dict)
+    top_k_brands: int = Field(20, ge=1)
+    epsilon: float = Field(1e-4, gt=0, lt=0.01)
+    max_listings: int = Field(200_000, ge=100)
+    trigger_retraining: bool = True
+
+
 class Params(_Strict):
     version: int = 1
     split: SplitParams = SplitParams()
@@ -112,6 +139,7 @@ class Params(_Strict):
     training: TrainingParams = TrainingParams()
     tuning: TuningParams = TuningParams()
     promotion: PromotionParams = PromotionParams()
+    monitoring: MonitoringParams = MonitoringParams()
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view for ``mlflow.log_params``."""

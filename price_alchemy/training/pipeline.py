@@ -27,6 +27,7 @@ from price_alchemy.config import Settings
 from price_alchemy.errors import TrainingError
 from price_alchemy.estimators import TRUSTED_TYPES, MedianPriceBaseline
 from price_alchemy.params import Params
+from price_alchemy.profile import histogram, top_category
 from price_alchemy.schema import FEATURE_COLUMNS, PRICE
 from price_alchemy.split import Split, split_listings
 from price_alchemy.training import plots
@@ -114,7 +115,7 @@ def _log_evaluation_plots(split: Split, y_pred: np.ndarray, baseline_pred: np.nd
 
 def reference_profile(train: pd.DataFrame, predictions: np.ndarray) -> dict[str, Any]:
     """Distributions of the training inputs and predictions, kept with the model for drift checks."""
-    top = train["category_name"].fillna("(missing)").astype(str).str.split("/").str[0]
+    top = top_category(train["category_name"])
 
     def shares(series: pd.Series, limit: int = 20) -> dict[str, float]:
         return {str(k): float(v) for k, v in series.value_counts(normalize=True).head(limit).items()}
@@ -132,6 +133,13 @@ def reference_profile(train: pd.DataFrame, predictions: np.ndarray) -> dict[str,
         .quantile([0.1, 0.5, 0.9])
         .tolist(),
         "prediction_quantiles": np.quantile(predictions, [0.05, 0.25, 0.5, 0.75, 0.95]).tolist(),
+        # Fixed bins (training deciles) and their shares: the drift monitor counts served listings
+        # into these same bins to compute the Population Stability Index per feature.
+        "histograms": {
+            "name_length": histogram(train["name"].fillna("").str.len().to_numpy()),
+            "description_length": histogram(train["item_description"].fillna("").str.len().to_numpy()),
+            "prediction": histogram(np.asarray(predictions, dtype=np.float64)),
+        },
     }
 
 
