@@ -35,6 +35,7 @@ ID_STRIDE = 10_000_000
 DEFAULT_SYNTHETIC_ROWS = 2000
 
 __all__ = [
+    "check_drift",
     "extract_batch",
     "fit_and_evaluate",
     "promote",
@@ -271,3 +272,28 @@ def promote(
         decision.reason,
     )
     return asdict(decision)
+
+
+def check_drift(
+    end: str | None = None,
+    *,
+    window_hours: float | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Compare the requests of the window ending at ``end`` (ISO; default now) with the champion.
+
+    Indexes the monitoring documents, writes the HTML report, logs an MLflow run (see
+    ``price_alchemy.monitoring.drift_job``) and returns the verdict as a small dict, with
+    ``trigger_retraining`` true when the window drifted and ``monitoring.trigger_retraining`` allows
+    a retrain. Rerunning for the same ``end`` overwrites the same monitoring documents.
+    """
+    settings, params = _setup(settings)
+    from price_alchemy.monitoring.drift_job import run_monitor
+
+    until = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else None
+    report = run_monitor(settings, params, window_hours=window_hours, end=until)
+    for line in report.summary().splitlines():
+        log.info("%s", line)
+    result = report.to_dict()
+    result["trigger_retraining"] = bool(report.drifted and params.monitoring.trigger_retraining)
+    return result

@@ -35,7 +35,7 @@ from price_alchemy.data.warehouse import open_warehouse
 
 pytestmark = pytest.mark.integration
 
-TRAINING, INGEST = "price_alchemy_training", "price_alchemy_ingest"
+TRAINING, INGEST, MONITORING = "price_alchemy_training", "price_alchemy_ingest", "price_alchemy_monitoring"
 ASSET = "price_alchemy/warehouse/listings"
 TRAINING_TASKS = ("tune", "fit_and_evaluate", "register", "promote")
 LOGICAL_DATE = "2025-06-01"
@@ -85,7 +85,7 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_dag_files_import_cleanly_and_cheaply(dagbag: dict[str, Any]) -> None:
     assert dagbag["import_errors"] == {}
-    assert set(dagbag["dags"]) == {TRAINING, INGEST}
+    assert set(dagbag["dags"]) == {TRAINING, INGEST, MONITORING}
     # Task bodies import the package lazily: parsing must not pull in the ML stack.
     assert dagbag["heavy_modules"] == []
     assert dagbag["parse_seconds"] < 5.0
@@ -123,6 +123,21 @@ def test_ingest_dag_updates_the_asset_training_is_scheduled_on(dagbag: dict[str,
     assert dag["schedule_assets"] == [] and dag["timetable"] != "AssetTriggeredTimetable"
     assert dag["params"] == ["input_path", "rows"]
     assert dag["catchup"] is False and dag["retries"] >= 1 and dag["has_doc"]
+
+
+def test_monitoring_dag_structure(dagbag: dict[str, Any]) -> None:
+    dag = dagbag["dags"][MONITORING]
+    assert dag["upstream"] == {
+        "check_drift": [],
+        "should_retrain": ["check_drift"],
+        "trigger_training": ["should_retrain"],
+    }
+    assert set(dag["trigger_rules"].values()) == {"all_success"}
+    assert dag["timetable"] == "CronTriggerTimetable" and dag["outlets"] == {}
+    assert dag["params"] == ["end", "window_hours"]
+    assert dag["catchup"] is False and dag["retries"] >= 1 and dag["has_doc"]
+    assert dag["max_active_runs"] == 1 and "monitoring" in dag["tags"]
+    assert dag["start_date"].startswith("2025-01-01T00:00:00")
 
 
 def _fail_with_log(proc: subprocess.CompletedProcess[str], message: str) -> str:
