@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=10_000, description="Most listings in one batch request."
     )
     max_body_bytes: int = Field(default=4_000_000, ge=1024, description="Largest request body accepted.")
+    predict_batch_window_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description="How long the API waits to gather concurrent requests into one model call.",
+    )
     request_log_enabled: bool = Field(default=True, description="Write one ECS event per prediction request.")
     request_log_segment_bytes: int = Field(
         default=16_000_000,

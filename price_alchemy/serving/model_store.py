@@ -1,0 +1,319 @@
+"""The served model: loaded from the registry alias, cached on disk, watched and swapped atomically.
+
+:class:`ModelStore` holds one :class:`LoadedModel` reference. Request handling reads it once per
+model call; a watcher thread polls the alias every ``model_watch_interval_s`` and, when it moved,
+downloads, loads and warms the new version off the request path, then replaces the reference in a
+single assignment. In-flight calls finish with the model they started with.
+
+Every model loaded from the registry is also kept under ``settings.model_cache_dir`` (the model
+files plus a ``metadata.json``) and named by ``current.json``, written atomically. When MLflow
+cannot be reached at start-up the store loads that copy instead, so a restart without MLflow
+still serves the last good model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from price_alchemy.config import Settings
+from price_alchemy.errors import ModelNotFoundError
+from price_alchemy.schema import FEATURE_COLUMNS
+from price_alchemy.serving.schemas import EXAMPLE_LISTING
+
+log = logging.getLogger(__name__)
+
+POINTER = "current.json"
+METADATA = "metadata.json"
+PROFILE_ARTIFACT = "reference/profile.json"
+
+
+@dataclass(frozen=True)
+class PriceInterval:
+    """Split-conformal log-residual quantiles logged with the model (``profile.json``)."""
+
+    coverage: float
+    log_residual_low: float
+    log_residual_high: float
+    method: str | None = None
+
+    @classmethod
+    def from_profile(cls, profile: dict[str, Any]) -> PriceInterval | None:
+        """The interval in a reference profile, or None when absent or malformed (never invented)."""
+        raw = profile.get("price_interval")
+        if not isinstance(raw, dict):
+            return None
+        try:
+            values = [float(raw[k]) for k in ("coverage", "log_residual_low", "log_residual_high")]
+        except (KeyError, TypeError, ValueError):
+            return None
+        coverage, low, high = values
+        if not all(math.isfinite(v) for v in values) or not 0 < coverage < 1 or low > high:
+            return None
+        method = raw.get("method")
+        return cls(coverage, low, high, str(method) if method is not None else None)
+
+    def bounds(self, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``expm1(log1p(p) + low)`` and ``expm1(log1p(p) + high)``, never below zero."""
+        base = np.log1p(np.maximum(prices, 0.0))
+        return np.maximum(np.expm1(base + self.log_residual_low), 0.0), np.expm1(
+            base + self.log_residual_high
+        )
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    version: str
+    alias: str
+    run_id: str | None
+    trained_at: datetime | None
+    test_rmsle: float | None
+    price_interval: PriceInterval | None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["trained_at"] = self.trained_at.isoformat() if self.trained_at else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelMetadata:
+        interval = data.get("price_interval")
+        trained_at = data.get("trained_at")
+        return cls(
+            name=str(data["name"]),
+            version=str(data["version"]),
+            alias=str(data["alias"]),
+            run_id=data.get("run_id"),
+            trained_at=datetime.fromisoformat(trained_at) if trained_at else None,
+            test_rmsle=data.get("test_rmsle"),
+            price_interval=PriceInterval(**interval) if interval else None,
+        )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A pipeline ready to predict, with what the API reports about it."""
+
+    pipeline: Any
+    meta: ModelMetadata
+    source: str  # "registry" or "cache"
+    loaded_at: datetime
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Dollar prices for a frame of ``FEATURE_COLUMNS`` (the registered pipeline, unchanged)."""
+        import sklearn
+
+        # Skips sklearn's per-call parameter and finiteness checks (a few ms per call): the
+        # pipeline's own cleaning produces the finite inputs these checks would verify.
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return np.asarray(self.pipeline.predict(frame), dtype=np.float64)
+
+
+def listings_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows of listing fields -> the frame the pipeline takes (int64 condition and shipping)."""
+    frame = pd.DataFrame({column: [row.get(column) for row in rows] for column in FEATURE_COLUMNS})
+    return frame.astype({"item_condition_id": "int64", "shipping": "int64"})
+
+
+def configure_mlflow_client_env() -> None:
+    """Process-wide MLflow client defaults for a server: fail fast when MLflow is down, no bars."""
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # skops models, trusted types
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class ModelStore:
+    """The current model, its local cache, and the alias watcher."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_swap: Callable[[LoadedModel], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cache_dir = settings.model_cache_dir
+        self._current: LoadedModel | None = None
+        self._on_swap = on_swap
+        self._on_failure = on_failure
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one load at a time (watcher vs an explicit refresh)
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    # --- registry -------------------------------------------------------------------------
+    def _client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        uri = self.settings.tracking_uri
+        return MlflowClient(tracking_uri=uri, registry_uri=self.settings.mlflow_registry_uri or uri)
+
+    def registry_version(self) -> str:
+        """The version the alias points at now (raises when MLflow or the alias is unavailable)."""
+        from mlflow.exceptions import MlflowException
+
+        name, alias = self.settings.model_name, self.settings.model_alias
+        try:
+            return str(self._client().get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            raise ModelNotFoundError(f"no version of {name!r} has alias {alias!r}: {exc}") from exc
+
+    def _load_from_registry(self, version: str) -> LoadedModel:
+        import mlflow
+
+        client = self._client()
+        name = self.settings.model_name
+        mv = client.get_model_version(name, version)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.cache_dir / f".staging-{uuid.uuid4().hex[:8]}"
+        try:
+            model_dir = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=client.get_model_version_download_uri(name, version),
+                    dst_path=str(staging),
+                    tracking_uri=self.settings.tracking_uri,
+                )
+            )
+            interval = None
+            if mv.run_id:
+                try:
+                    profile_path = client.download_artifacts(mv.run_id, PROFILE_ARTIFACT, str(staging))
+                    interval = PriceInterval.from_profile(json.loads(Path(profile_path).read_text()))
+                except Exception as exc:  # an older run without a profile: serve without a range
+                    log.warning("model %s v%s has no usable %s: %s", name, version, PROFILE_ARTIFACT, exc)
+            rmsle = mv.tags.get("test_rmsle")
+            meta = ModelMetadata(
+                name=name,
+                version=str(version),
+                alias=self.settings.model_alias,
+                run_id=mv.run_id,
+                trained_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC)
+                if mv.creation_timestamp
+                else None,
+                test_rmsle=float(rmsle) if rmsle not in (None, "") else None,
+                price_interval=interval,
+            )
+            loaded = self._load_dir(model_dir, meta, source="registry")
+            (model_dir / METADATA).write_text(json.dumps(meta.to_json(), indent=2))
+            self._commit_cache(model_dir, meta)
+            return loaded
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # --- local cache ----------------------------------------------------------------------
+    def _commit_cache(self, model_dir: Path, meta: ModelMetadata) -> None:
+        """Move the downloaded model into the cache and point ``current.json`` at it (atomic)."""
+        target = self.cache_dir / f"v{meta.version}-{uuid.uuid4().hex[:8]}"
+        os.replace(model_dir, target)
+        tmp = self.cache_dir / f".{POINTER}.tmp"
+        tmp.write_text(json.dumps({"dir": target.name, **meta.to_json()}, indent=2))
+        os.replace(tmp, self.cache_dir / POINTER)
+        for old in self.cache_dir.iterdir():  # keep only what the pointer names
+            if old.is_dir() and old.name != target.name and not old.name.startswith(".staging"):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load_cached(self) -> LoadedModel:
+        """The last model loaded from the registry for this name and alias, from local disk."""
+        pointer = self.cache_dir / POINTER
+        try:
+            data = json.loads(pointer.read_text())
+            meta = ModelMetadata.from_json(data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelNotFoundError(f"no usable cached model in {self.cache_dir}: {exc}") from exc
+        if (meta.name, meta.alias) != (self.settings.model_name, self.settings.model_alias):
+            raise ModelNotFoundError(
+                f"cached model is {meta.name}@{meta.alias}, not "
+                f"{self.settings.model_name}@{self.settings.model_alias}"
+            )
+        return self._load_dir(self.cache_dir / str(data["dir"]), meta, source="cache")
+
+    @staticmethod
+    def _load_dir(model_dir: Path, meta: ModelMetadata, source: str) -> LoadedModel:
+        """Load and warm up a model directory; refuse a model that cannot price a listing."""
+        import mlflow
+
+        try:
+            pipeline = mlflow.sklearn.load_model(str(model_dir))
+        except Exception as exc:
+            raise ModelNotFoundError(
+                f"cannot load {meta.name} v{meta.version} from {model_dir}: {exc}"
+            ) from exc
+        loaded = LoadedModel(pipeline, meta, source, datetime.now(UTC))
+        warm = loaded.predict(listings_frame([EXAMPLE_LISTING]))
+        if warm.shape != (1,) or not np.all(np.isfinite(warm)):
+            raise ModelNotFoundError(f"{meta.name} v{meta.version} gave {warm!r} for the example listing")
+        return loaded
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def _swap(self, loaded: LoadedModel) -> None:
+        self._current = loaded  # one reference assignment: atomic for readers
+        self.last_error = None
+        m = loaded.meta
+        log.info("serving %s v%s (%s@%s, from %s)", m.name, m.version, m.name, m.alias, loaded.source)
+        if self._on_swap is not None:
+            self._on_swap(loaded)
+
+    def _failed(self, message: str) -> None:
+        self.last_error = message
+        if self._on_failure is not None:
+            self._on_failure()
+
+    def load_initial(self) -> None:
+        """At start-up: the alias's version from the registry, else the cached copy, else nothing."""
+        try:
+            self.refresh()
+        except Exception as exc:
+            log.warning("cannot load the model from the registry (%s); trying the local cache", exc)
+            try:
+                self._swap(self.load_cached())
+            except ModelNotFoundError as cache_exc:
+                self._failed(f"registry: {exc}; cache: {cache_exc}")
+                log.error("no model to serve: %s", self.last_error)
+
+    def refresh(self) -> bool:
+        """Load and swap in the alias's version if it differs from the one served; True if swapped."""
+        with self._lock:
+            version = self.registry_version()
+            current = self._current
+            if current is not None and current.meta.version == version:
+                return False
+            self._swap(self._load_from_registry(version))
+            return True
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.model_watch_interval_s):
+            try:
+                self.refresh()
+            except Exception as exc:  # MLflow down, a broken version...: keep serving the last good model
+                self._failed(f"{type(exc).__name__}: {exc}")
+                log.warning("model refresh failed, still serving the current model: %s", exc)
+
+    def start_watcher(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop_watcher(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None

@@ -1,0 +1,166 @@
+"""Request and response bodies of the API; limits come from :mod:`price_alchemy.schema`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from price_alchemy.schema import (
+    BRAND_MAX_LEN,
+    CATEGORY_MAX_LEN,
+    CATEGORY_PATTERN,
+    CONDITIONS,
+    DESCRIPTION_MAX_LEN,
+    NAME_MAX_LEN,
+    SHIPPING_VALUES,
+)
+
+EXAMPLE_LISTING: dict[str, Any] = {
+    "name": "Nike Air Max 90 sneakers, size 10",
+    "item_condition_id": 3,
+    "category_name": "Men/Shoes/Athletic",
+    "brand_name": "Nike",
+    "shipping": 1,
+    "item_description": "Worn a few times, no box. Smoke-free home.",
+}
+
+
+class Listing(BaseModel):
+    """One listing in the Mercari format (no price: that is what the API suggests)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_LISTING]})
+
+    name: Annotated[str, Field(min_length=1, max_length=NAME_MAX_LEN, description="Listing title.")]
+    item_condition_id: Annotated[
+        int,
+        Field(
+            strict=True,
+            ge=min(CONDITIONS),
+            le=max(CONDITIONS),
+            description="Condition, 1 (new) to 5 (poor).",
+        ),
+    ]
+    category_name: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=CATEGORY_MAX_LEN,
+            pattern=CATEGORY_PATTERN,
+            description='Category path with at least three levels, e.g. "Men/Shoes/Athletic".',
+        ),
+    ]
+    brand_name: Annotated[str | None, Field(default=None, max_length=BRAND_MAX_LEN, description="Brand.")]
+    shipping: Annotated[
+        int,
+        Field(
+            strict=True,
+            ge=min(SHIPPING_VALUES),
+            le=max(SHIPPING_VALUES),
+            description="1 if the seller pays shipping, 0 if the buyer does.",
+        ),
+    ]
+    item_description: Annotated[
+        str | None, Field(default=None, max_length=DESCRIPTION_MAX_LEN, description="Free-text description.")
+    ]
+
+
+class BatchRequest(BaseModel):
+    """Several listings; the route's model sets the real maximum (``max_batch_size``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listings: list[Listing]
+
+
+def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
+    """``BatchRequest`` whose ``listings`` holds 1..``max_batch_size`` items (shown in OpenAPI)."""
+    listings_field: Any = (
+        list[Listing],
+        Field(
+            min_length=1,
+            max_length=max_batch_size,
+            description=f"1 to {max_batch_size} listings; predictions come back in the same order.",
+        ),
+    )
+    return create_model(
+        "BatchPredictRequest",
+        __base__=BatchRequest,
+        listings=listings_field,
+    )
+
+
+class PriceRange(BaseModel):
+    """A range that about ``coverage`` of held-out listings sold inside (see docs/serving.md)."""
+
+    low: float = Field(description="Lower end, dollars.")
+    high: float = Field(description="Upper end, dollars.")
+    coverage: float = Field(description="Share of held-out test listings whose price fell in their range.")
+
+
+class Prediction(BaseModel):
+    price: float = Field(description="Suggested price, dollars.")
+    price_range: PriceRange | None = Field(
+        description="Calibrated range; null when the model was trained without calibration data."
+    )
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    alias: str
+
+
+class PredictResponse(Prediction):
+    request_id: str = Field(description="Also in the X-Request-ID header and in the request event.")
+    model: ModelRef
+
+
+class BatchPredictResponse(BaseModel):
+    request_id: str
+    model: ModelRef
+    predictions: list[Prediction] = Field(description="One per listing, in request order.")
+
+
+class IntervalInfo(BaseModel):
+    coverage: float
+    log_residual_low: float
+    log_residual_high: float
+    method: str | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str
+    run_id: str | None
+    trained_at: datetime | None = Field(description="When the version was registered (end of training).")
+    test_rmsle: float | None
+    price_interval: IntervalInfo | None
+    source: Literal["registry", "cache"] = Field(
+        description="Where it was loaded from: the registry, or the local cache when MLflow was unreachable."
+    )
+    loaded_at: datetime
+
+
+class Health(BaseModel):
+    status: Literal["alive", "ready", "not ready"]
+    model_version: str | None = None
+    detail: str | None = None
+
+
+class FieldError(BaseModel):
+    field: str = Field(description='Dotted path of the offending field, e.g. "listings.0.shipping".')
+    type: str = Field(description='The rule that failed, e.g. "less_than_equal", "missing", "too_long".')
+    msg: str
+    loc: list[str | int]
+    ctx: dict[str, str | int | float | bool] | None = None
+
+
+class ValidationErrorBody(BaseModel):
+    detail: list[FieldError]
+
+
+class ErrorBody(BaseModel):
+    detail: str
