@@ -23,6 +23,8 @@ from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.params import Params, load_params
 from price_alchemy.training.job import with_budget
 
+pytest_plugins = ["integration.elasticsearch_fixtures"]  # elasticsearch_node, es_client, es_clean, ...
+
 ENV_PREFIXES = ("MLFLOW_", "PRICE_ALCHEMY_")
 #: Rows of the shared synthetic sample: enough for a meaningful model, small enough to train in seconds.
 SYNTHETIC_ROWS = 1500
