@@ -1,0 +1,326 @@
+"""Ship request events from the durable event log to Elasticsearch (or Logstash), exactly once, in order.
+
+The shipper reads the log the API writes (:mod:`price_alchemy.eventlog`) from its checkpoint, a
+batch at a time, and moves the checkpoint only after the sink confirmed every event of the batch
+(or dead-lettered it). Exactly once follows from two halves: nothing is committed before it is
+delivered (at least once: a crash or an outage replays the batch), and a replay cannot duplicate
+(each document is created with ``_id = event.id``; a 409 means it is already there).
+
+While the target is down the same batch is retried with exponential back-off and jitter, forever
+in ``--follow`` mode; nothing is dropped or skipped. Events no retry can deliver (a line that is
+not JSON, no ``event.id`` or ``@timestamp``, a mapping rejection) are written with their reason to
+the dead-letter log ``request-log/dead-letter/`` and the rest go on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from price_alchemy.errors import PriceAlchemyError
+from price_alchemy.eventlog import EventLogReader, EventLogWriter, LogRecord
+from price_alchemy.monitoring.sinks import (
+    InvalidEventError,
+    ItemResult,
+    Sink,
+    TransientError,
+    event_id,
+    index_name,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from price_alchemy.config import Settings
+
+log = logging.getLogger(__name__)
+
+READER_NAME = "shipper"
+DEAD_LETTER_DIR = "dead-letter"
+#: How long ``--once`` keeps retrying an unreachable target before giving up with an error.
+ONCE_GIVE_UP_S = 30.0
+
+
+class ShippingError(PriceAlchemyError):
+    """The events could not be shipped (target unreachable for too long, another shipper running)."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off with jitter: attempt n waits up to ``min(cap, initial * factor**n)``."""
+
+    initial_s: float = 0.5
+    factor: float = 2.0
+    cap_s: float = 30.0
+    jitter: float = 0.5  # the wait is drawn from [(1 - jitter) * base, base]
+
+    def base(self, attempt: int) -> float:
+        return float(min(self.cap_s, self.initial_s * self.factor ** min(attempt, 64)))
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = self.base(attempt)
+        return base * (1.0 - self.jitter * rng.random())
+
+
+@dataclass
+class ShipStats:
+    delivered: int = 0  # indexed now
+    duplicates: int = 0  # already there (a replay)
+    dead_lettered: int = 0
+    batches: int = 0
+    retries: int = 0
+    state: str = "starting"
+    last_error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def shipped(self) -> int:
+        return self.delivered + self.duplicates
+
+
+class Shipper:
+    """Reads ``log_dir`` with its own checkpoint and delivers to ``sink``; one per log folder."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        sink: Sink,
+        *,
+        batch_size: int = 1000,
+        backoff: Backoff | None = None,
+        poll_interval_s: float = 0.2,
+        on_progress: Callable[[ShipStats], None] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.log_dir = log_dir
+        self.sink = sink
+        self.batch_size = batch_size
+        self.backoff = backoff or Backoff()
+        self.poll_interval_s = poll_interval_s
+        self.on_progress = on_progress or (lambda stats: None)
+        self.reader = EventLogReader(log_dir, READER_NAME)
+        self.dead_letter_dir = log_dir / DEAD_LETTER_DIR
+        self.stats = ShipStats()
+        self._rng = random.Random(seed)
+        self._dead_letters: EventLogWriter | None = None
+        self._lock_file = (log_dir / f"{READER_NAME}.lock").open("w")
+        try:  # two shippers on one folder would race on the checkpoint
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            raise ShippingError(f"another shipper is running on {log_dir}") from exc
+
+    # --- the loop -------------------------------------------------------------------------
+    def ship_backlog(
+        self, stop: threading.Event | None = None, give_up_after_s: float | None = None
+    ) -> ShipStats:
+        """Ship everything written so far, then return. Retries while the target is down; with
+        ``give_up_after_s`` raises :class:`ShippingError` after that long without progress."""
+        stop = stop or threading.Event()
+        if self._deliver([], stop, give_up_after_s) is None:  # templates first; fails fast if down
+            return self.stats
+        while not stop.is_set():
+            if not self._ship_batch(stop, give_up_after_s):
+                break
+        return self.stats
+
+    def follow(self, stop: threading.Event) -> ShipStats:
+        """Ship new events as they are written until ``stop`` is set; never gives up on an outage."""
+        while not stop.is_set():
+            if not self._ship_batch(stop, None):
+                self._set_state("waiting for events")
+                stop.wait(self.poll_interval_s)
+        return self.stats
+
+    def _ship_batch(self, stop: threading.Event, give_up_after_s: float | None) -> bool:
+        """Deliver and commit the next batch; False when the log has nothing new."""
+        records = self.reader.read(max_events=self.batch_size)
+        if not records:
+            return False
+        events: list[tuple[LogRecord, dict[str, Any]]] = []
+        dead: list[tuple[LogRecord, str, int | None]] = []
+        for record in records:
+            problem = record.error or _invalid(record.event)
+            if problem or record.event is None:
+                dead.append((record, problem or "empty", None))
+            else:
+                events.append((record, record.event))
+        results = self._deliver([e for _, e in events], stop, give_up_after_s)
+        if results is None:  # stopped during an outage: nothing committed, replayed next time
+            return False
+        for (record, _), result in zip(events, results, strict=True):
+            if result.outcome == "rejected":
+                dead.append((record, result.reason or "rejected", result.status))
+            elif result.outcome == "duplicate":
+                self.stats.duplicates += 1
+            else:
+                self.stats.delivered += 1
+        if dead:
+            self._dead_letter(sorted(dead, key=lambda d: d[0].end))
+        self.reader.commit(records[-1].end)
+        self.stats.batches += 1
+        self._set_state("shipping")
+        return True
+
+    def _deliver(
+        self, events: list[dict[str, Any]], stop: threading.Event, give_up_after_s: float | None
+    ) -> list[ItemResult] | None:
+        """Results for every event, retrying the whole batch or its retryable items with back-off."""
+        results: list[ItemResult | None] = [None] * len(events)
+        pending = list(range(len(events)))
+        attempt, failing_since = 0, None
+        while True:  # at least once: an empty batch still checks that the target is reachable
+            try:
+                self.sink.prepare()
+                if not pending:
+                    break
+                answers = self.sink.send([events[i] for i in pending])
+                for i, answer in zip(pending, answers, strict=True):
+                    results[i] = answer
+                retry = [i for i, answer in zip(pending, answers, strict=True) if answer.outcome == "retry"]
+                if len(retry) < len(pending):
+                    attempt, failing_since = 0, None  # progress
+                if not retry:
+                    break
+                first = results[retry[0]]
+                error = (
+                    f"{len(retry)} events not accepted yet ({first.status}: {first.reason})" if first else ""
+                )
+                pending = retry
+            except TransientError as exc:
+                error = str(exc)
+            failing_since = failing_since or time.monotonic()
+            if give_up_after_s is not None and time.monotonic() - failing_since > give_up_after_s:
+                raise ShippingError(
+                    f"{self.sink.name} unreachable for {give_up_after_s:.0f}s ({error}); nothing lost: "
+                    f"{self.reader.pending_bytes():,} bytes of events stay buffered in {self.log_dir}"
+                )
+            wait = self.backoff.delay(attempt, self._rng)
+            attempt += 1
+            self.stats.retries += 1
+            self.stats.last_error = error
+            self._set_state(f"retrying in {wait:.1f}s")
+            log.warning("shipping to %s failed (%s); retry %d in %.1fs", self.sink.name, error, attempt, wait)
+            if stop.wait(wait):
+                return None
+        return [r for r in results if r is not None]
+
+    # --- dead letters ---------------------------------------------------------------------
+    def _dead_letter(self, dead: list[tuple[LogRecord, str, int | None]]) -> None:
+        if self._dead_letters is None:
+            self._dead_letters = EventLogWriter(self.dead_letter_dir)
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for record, reason, status in dead:
+            self._dead_letters.append(
+                {
+                    "@timestamp": now,
+                    "reason": reason,
+                    "status": status,
+                    "sink": self.sink.name,
+                    "source": {"segment": record.end.seq, "end_offset": record.end.offset},
+                    "event": record.event,
+                    "raw": None if record.event is not None else record.raw.decode("utf-8", "replace"),
+                }
+            )
+            log.error("dead-lettered an event (%s) to %s", reason, self.dead_letter_dir)
+        self.stats.dead_lettered += len(dead)
+
+    def _set_state(self, state: str) -> None:
+        self.stats.state = state
+        self.on_progress(self.stats)
+
+    def close(self) -> None:
+        if self._dead_letters is not None:
+            self._dead_letters.close()
+        self.sink.close()
+        self._lock_file.close()
+
+    def __enter__(self) -> Shipper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _invalid(event: dict[str, Any] | None) -> str | None:
+    if event is None:
+        return None
+    try:
+        event_id(event)
+        index_name(event)
+    except InvalidEventError as exc:
+        return str(exc)
+    return None
+
+
+def make_sink(settings: Settings) -> Sink:
+    """The sink ``settings.ship_to`` names."""
+    from price_alchemy.errors import ConfigError
+    from price_alchemy.monitoring.elastic import connect
+    from price_alchemy.monitoring.sinks import ElasticsearchSink, LogstashSink
+
+    if settings.ship_to == "logstash":
+        if not settings.logstash_url:
+            raise ConfigError("PRICE_ALCHEMY_SHIP_TO=logstash needs PRICE_ALCHEMY_LOGSTASH_URL")
+        templates = connect(settings, max_retries=0) if settings.elasticsearch_url else None
+        return LogstashSink(settings.logstash_url, templates_client=templates)
+    return ElasticsearchSink(connect(settings, max_retries=0))
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (the current batch is finished or left uncommitted, never half)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_shipper(settings: Settings, *, follow: bool, console: Console) -> ShipStats:
+    """The ``price-alchemy ship`` command: the backlog (``--once``) or continuously (``--follow``)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    sink = make_sink(settings)
+    stop = threading.Event()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]ship[/] to {task.fields[sink]}: {task.completed:,} events"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    task = progress.add_task("ship", total=None, sink=sink.name, detail="")
+
+    def show(stats: ShipStats) -> None:
+        detail = f"({stats.duplicates:,} already there, {stats.dead_lettered:,} dead-lettered) {stats.state}"
+        progress.update(task, completed=stats.shipped, detail=detail)
+
+    shipper = Shipper(settings.request_log_dir, sink, on_progress=show)
+    with shipper, progress, _stop_on_signals(stop):
+        stats = shipper.follow(stop) if follow else shipper.ship_backlog(stop, give_up_after_s=ONCE_GIVE_UP_S)
+        show(stats)
+    console.print(
+        f"shipped {stats.shipped:,} events to {sink.name} ({stats.delivered:,} new, {stats.duplicates:,} "
+        f"already there), dead-lettered {stats.dead_lettered:,}, {shipper.reader.pending_bytes():,} bytes pending"
+    )
+    if stats.dead_lettered:
+        console.print(f"[yellow]dead letters:[/] {shipper.dead_letter_dir}")
+    return stats
