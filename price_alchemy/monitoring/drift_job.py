@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REQUESTS_INDEX = "price-alchemy-requests*"
-MONITORING_PREFIX = "price-alchemy-monitoring-"
+MONITORING_PREFIX = "price-alchemy-monitoring-"  # + YYYY.MM of the window end
 PROFILE_ARTIFACT = "reference/profile.json"
 CHAMPION = "champion"
 PAGE_SIZE = 5000
@@ -171,8 +171,13 @@ def fetch_window(
     return frame, requests
 
 
-def monitoring_documents(result: DriftResult, model_name: str) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Target index and ``{id: document}`` for the result: one per feature plus a summary."""
+def monitoring_documents(
+    result: DriftResult, model_name: str, report_path: Path | None = None
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Target index and ``{id: document}`` for the result: one per feature plus a summary.
+
+    Fields as in docs/request-events.md, "Monitoring documents".
+    """
     end, hours = result.window_end, (result.window_end - result.window_start).total_seconds() / 3600
     window = {"start": result.window_start.isoformat(), "end": end.isoformat(), "hours": round(hours, 4)}
     key = f"{end:%Y%m%dT%H%M%SZ}-{hours:g}h-v{result.model_version}"
@@ -180,6 +185,14 @@ def monitoring_documents(result: DriftResult, model_name: str) -> tuple[str, dic
         "@timestamp": end.isoformat(),
         "event": {"kind": "metric", "dataset": "price_alchemy.drift"},
         "price_alchemy": {"model": {"name": model_name, "version": result.model_version}},
+        "monitor": {
+            "window_start": result.window_start.isoformat(),
+            "window_end": end.isoformat(),
+            "model_version": result.model_version,
+            "requests": result.requests,
+            "drifted": result.drifted,
+            "report_path": None if report_path is None else str(report_path),
+        },
     }
     docs: dict[str, dict[str, Any]] = {}
     for f in result.features:
@@ -303,9 +316,9 @@ def run_monitor(
         model_version=champion.version,
         requests=requests,
     )
-    index, docs = monitoring_documents(result, settings.model_name)
-    index_documents(client, index, docs)
     report = write_report(result, settings.reports_dir / "drift")
+    index, docs = monitoring_documents(result, settings.model_name, report)
+    index_documents(client, index, docs)
     run_id = log_to_mlflow(settings, report, result, champion)
     log.info(
         "drift check %s: %s (%d listings); report %s", end.isoformat(), result.status, result.listings, report

@@ -200,3 +200,29 @@ def test_monitoring_params_refuse_a_watch_level_above_the_drift_level() -> None:
     with pytest.raises(ValueError, match="watch threshold"):
         Params.model_validate({"monitoring": {"psi": {"watch": 0.3, "drift": 0.2}}})
     assert load_params().monitoring == MonitoringParams()  # the packaged file states the defaults
+
+
+def test_every_monitoring_document_field_is_mapped(served: pd.DataFrame, profile: dict[str, Any]) -> None:
+    """The monitoring template is ``dynamic: false``: an unmapped field could not be charted."""
+    from pathlib import Path
+
+    from price_alchemy.monitoring.drift_job import monitoring_documents
+    from price_alchemy.monitoring.templates import MONITORING_TEMPLATE, TEMPLATES, field_paths
+
+    result = _drift(served.assign(price=served["price"] * 2.5), profile, model_version="3")
+    index, docs = monitoring_documents(result, "price-alchemy", Path("/tmp/report.html"))
+
+    mapped = field_paths(TEMPLATES[MONITORING_TEMPLATE]["template"]["mappings"])
+
+    def leaves(node: dict[str, Any], prefix: str = "") -> set[str]:
+        out: set[str] = set()
+        for key, value in node.items():
+            out |= leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
+        return out
+
+    assert index == "price-alchemy-monitoring-2025.06" and len(docs) == len(WINDOW_COLUMNS) + 1
+    for doc_id, doc in docs.items():
+        assert leaves(doc) <= set(mapped), (doc_id, leaves(doc) - set(mapped))
+    summary = docs[next(i for i in docs if i.endswith("-summary"))]
+    assert summary["drift"]["drifted_features"] == ["price"] and summary["monitor"]["drifted"] is True
+    assert summary["monitor"]["report_path"] == "/tmp/report.html"
