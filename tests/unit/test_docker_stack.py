@@ -110,6 +110,8 @@ def test_image_versions_agree_with_the_lock(compose: dict[str, Any]) -> None:
     versions = set(elastic.values())
     assert len(versions) == 1, f"Elastic images disagree: {elastic}"
     (server,) = versions
+    local = re.search(r'^VERSION = "(\S+)"$', (ROOT / "scripts" / "elasticsearch.py").read_text(), re.M)
+    assert local and local.group(1) == server, "dev/test node and the stack must run the same Elasticsearch"
     assert server.split(".")[0] == _locked("elasticsearch").split(".")[0], (
         "client major must match the server"
     )
