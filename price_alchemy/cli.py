@@ -356,8 +356,11 @@ def ship(
 def monitor(
     ctx: typer.Context,
     window_hours: Annotated[
-        float, typer.Option(min=0.01, help="Recent window of requests to compare.")
-    ] = 24.0,
+        float | None,
+        typer.Option(
+            min=0.01, help="Recent window of requests to compare (default: monitoring.window_hours)."
+        ),
+    ] = None,
 ) -> None:
     """Compare recent requests with the champion's training profile; report drift (exit 3 if drifted)."""
     from price_alchemy.monitoring.drift_job import run_monitor
