@@ -187,3 +187,53 @@ def test_stopping_during_an_outage_commits_nothing(tmp_path: Path) -> None:
 def test_a_second_shipper_on_the_same_folder_is_refused(tmp_path: Path) -> None:
     with Shipper(tmp_path, FakeSink()), pytest.raises(ShippingError, match="another shipper"):
         Shipper(tmp_path, FakeSink())
+
+
+class _LogstashStub:
+    """A local HTTP endpoint standing in for the Logstash http input: records bodies, answers ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        import http.server
+
+        stub = self
+        self.status = status
+        self.bodies: list[tuple[str, bytes]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                stub.bodies.append((self.headers["Content-Type"], body))
+                self.send_response(stub.status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_logstash_mode_posts_ndjson_and_commits_only_after_a_200(tmp_path: Path) -> None:
+    from price_alchemy.monitoring.sinks import LogstashSink
+
+    write(tmp_path, 3)
+    stub = _LogstashStub(status=503)
+    try:
+        shipper = Shipper(tmp_path, LogstashSink(stub.url), backoff=FAST)
+        with shipper, pytest.raises(ShippingError, match="logstash unreachable"):
+            shipper.ship_backlog(give_up_after_s=0.05)
+        assert EventLogReader(tmp_path, "shipper").pending_bytes() > 0  # 503: nothing committed
+        stub.status = 200
+        with Shipper(tmp_path, LogstashSink(stub.url), backoff=FAST) as shipper:
+            assert shipper.ship_backlog().delivered == 3
+    finally:
+        stub.close()
+    content_type, body = stub.bodies[-1]
+    assert content_type == "application/x-ndjson"
+    assert [json.loads(line)["event"]["id"] for line in body.decode().splitlines()] == ["r0", "r1", "r2"]
+    assert EventLogReader(tmp_path, "shipper").pending_bytes() == 0
