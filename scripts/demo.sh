@@ -2,13 +2,15 @@
 # README command 1: set everything up, then run the main job end to end on the embedded default,
 # through Airflow: `airflow dags test price_alchemy_training` (synthetic listings for today ->
 # Great Expectations -> DuckDB warehouse -> Hyperopt + MLflow -> registered, champion per the rule),
-# sample predictions with the champion, then the Airflow UI (standalone) left running with the run.
+# sample predictions with the champion, the API serving it (sample requests shown; request events
+# shipped to a local Elasticsearch node when one can start; a drift check of that traffic), then the
+# Airflow UI (standalone) left running with the run.
 #
 #   bash scripts/demo.sh [--rows N] [--max-evals N] [--timeout S] [--no-ui] [--cli]
 #
 # --no-ui skips starting the Airflow UI; `--cli [ARGS]` (first) runs the same job without Airflow:
 # `price-alchemy demo [ARGS]`.
-# Stop what it started with `bash scripts/airflow.sh stop`.
+# Stop what it started with `bash scripts/services.sh stop`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -66,8 +68,22 @@ shown = listings[["test_id", "name", "item_condition_id", "brand_name", "price"]
 print(shown.to_string(index=False, formatters={"price": "${:,.2f}".format}))
 EOF
 
+step "3. serve the champion over REST (and ship request logs to a local Elasticsearch)"
+bash scripts/services.sh start
+api=http://127.0.0.1:${PRICE_ALCHEMY_SERVE_PORT:-8000}
+sample='{"name": "Nike Air Max 90 sneakers, size 10", "item_condition_id": 3, "category_name": "Men/Shoes/Athletic", "brand_name": "Nike", "shipping": 1, "item_description": "Worn a few times, no box."}'
+echo "\$ curl -s $api/v1/predict -H 'Content-Type: application/json' -d '$sample'"
+curl -fsS "$api/v1/predict" -H 'Content-Type: application/json' -d "$sample" | .venv/bin/python -m json.tool
+echo "\$ curl -s $api/v1/predict -H 'Content-Type: application/json' -d '{\"name\": \"x\", \"item_condition_id\": 7, \"shipping\": 1}'"
+curl -sS "$api/v1/predict" -H 'Content-Type: application/json' -d '{"name": "x", "item_condition_id": 7, "shipping": 1}' | .venv/bin/python -m json.tool
+.venv/bin/python scripts/demo_traffic.py --api "$api" --listings 600
+if eval "$(bash scripts/services.sh env)" && [ -n "${PRICE_ALCHEMY_ELASTICSEARCH_URL:-}" ]; then
+  step "4. drift check of the requests just made against the champion's training profile"
+  "$PA" monitor --window-hours 1 || [ $? = 3 ] # exit 3 = drift found: reported, not a demo failure
+fi
+
 if [ "$ui" = 1 ]; then
-  step "3. start the Airflow UI (airflow standalone) with the run above"
+  step "5. start the Airflow UI (airflow standalone) with the run above"
   bash scripts/airflow.sh start
   echo "Open it, log in, then Dags > price_alchemy_training > Runs: the run, its task states and each task's"
   echo "XCom (tune: MLflow run id; register: model version; promote: the decision). \`dags test\` runs tasks"
@@ -77,5 +93,6 @@ home_env=""
 [ "$PRICE_ALCHEMY_HOME" = "$PWD/.price_alchemy" ] || home_env="PRICE_ALCHEMY_HOME=$PRICE_ALCHEMY_HOME "
 echo
 echo "MLflow UI:      .venv/bin/mlflow ui --backend-store-uri sqlite:///$PRICE_ALCHEMY_HOME/mlflow.db --port 5000"
-echo "Stop Airflow:   ${home_env}bash scripts/airflow.sh stop"
+echo "API:            $api/docs (OpenAPI), $api/v1/model, $api/metrics"
+echo "Stop it all:    ${home_env}bash scripts/services.sh stop   (API, shipper, Elasticsearch, Airflow UI)"
 echo "Done in $((SECONDS - started)) s."
