@@ -297,6 +297,8 @@ def run_shipper(settings: Settings, *, follow: bool, console: Console) -> ShipSt
     """The ``price-alchemy ship`` command: the backlog (``--once``) or continuously (``--follow``)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    # one INFO line per HTTP request from the client would bury the progress display
+    logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.getLogger().level))
     sink = make_sink(settings)
     stop = threading.Event()
     progress = Progress(
