@@ -97,6 +97,7 @@ class Shipper:
         sink: Sink,
         *,
         batch_size: int = 1000,
+        max_batch_bytes: int = 8_000_000,
         backoff: Backoff | None = None,
         poll_interval_s: float = 0.2,
         on_progress: Callable[[ShipStats], None] | None = None,
@@ -105,6 +106,7 @@ class Shipper:
         self.log_dir = log_dir
         self.sink = sink
         self.batch_size = batch_size
+        self.max_batch_bytes = max_batch_bytes  # a bulk of 1,000 batch requests could be 100s of MB
         self.backoff = backoff or Backoff()
         self.poll_interval_s = poll_interval_s
         self.on_progress = on_progress or (lambda stats: None)
@@ -144,7 +146,7 @@ class Shipper:
 
     def _ship_batch(self, stop: threading.Event, give_up_after_s: float | None) -> bool:
         """Deliver and commit the next batch; False when the log has nothing new."""
-        records = self.reader.read(max_events=self.batch_size)
+        records = within_bytes(self.reader.read(max_events=self.batch_size), self.max_batch_bytes)
         if not records:
             return False
         events: list[tuple[LogRecord, dict[str, Any]]] = []
@@ -250,6 +252,16 @@ class Shipper:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def within_bytes(records: list[LogRecord], budget: int) -> list[LogRecord]:
+    """The longest prefix of ``records`` within ``budget`` bytes (at least one record)."""
+    total = 0
+    for i, record in enumerate(records):
+        total += len(record.raw)
+        if total > budget and i > 0:
+            return records[:i]
+    return records
 
 
 def _invalid(event: dict[str, Any] | None) -> str | None:

@@ -235,3 +235,76 @@ def test_once_gives_up_with_a_clear_error_when_the_node_is_unreachable(tmp_path:
     ):
         s.ship_backlog(give_up_after_s=1.0)
     assert not (settings.request_log_dir / "shipper.checkpoint").exists()
+
+
+def _cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, url: str) -> None:
+    from price_alchemy.config import get_settings
+
+    monkeypatch.setenv("PRICE_ALCHEMY_HOME", str(settings.home))
+    monkeypatch.setenv("PRICE_ALCHEMY_ELASTICSEARCH_URL", url)
+    monkeypatch.chdir(settings.home.parent)
+    get_settings.cache_clear()
+
+
+def test_cli_ship_once_ships_the_backlog_or_fails_clearly(
+    es_clean: Elasticsearch, es_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from price_alchemy import cli
+    from price_alchemy.monitoring import shipping
+
+    expected = write_events(es_settings.request_log_dir, 0, 30)
+    _cli_env(monkeypatch, es_settings, str(es_settings.elasticsearch_url))
+    result = CliRunner().invoke(cli.app, ["ship", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "shipped 30 events to elasticsearch (30 new" in " ".join(result.output.split())
+    assert_exactly(es_clean, expected)
+
+    write_events(es_settings.request_log_dir, 30, 5)
+    _cli_env(monkeypatch, es_settings, "http://127.0.0.1:9")
+    monkeypatch.setattr(shipping, "ONCE_GIVE_UP_S", 1.0)
+    result = CliRunner().invoke(cli.app, ["ship", "--once"])
+    assert result.exit_code == 1
+    assert "ShippingError: elasticsearch unreachable" in " ".join(result.output.split())
+    assert EventLogReader(es_settings.request_log_dir, "shipper").pending_bytes() > 0
+
+
+def test_cli_ship_follow_ships_new_events_and_stops_cleanly_on_sigterm(
+    es_clean: Elasticsearch, es_settings: Settings
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    log_dir = es_settings.request_log_dir
+    env = {
+        **os.environ,
+        "PRICE_ALCHEMY_HOME": str(es_settings.home),
+        "PRICE_ALCHEMY_ELASTICSEARCH_URL": str(es_settings.elasticsearch_url),
+    }
+    cli = Path(sys.executable).parent / "price-alchemy"
+    proc = subprocess.Popen(
+        [str(cli), "ship", "--follow"],
+        env=env,
+        cwd=es_settings.home.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        expected = write_events(log_dir, 0, 40)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and EventLogReader(log_dir, "shipper").pending_bytes():
+            time.sleep(0.2)
+        expected += write_events(log_dir, 40, 10)  # while it is following
+        while time.monotonic() < deadline and EventLogReader(log_dir, "shipper").pending_bytes():
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output.decode()
+    assert "shipped 50 events" in " ".join(output.decode().split())
+    assert_exactly(es_clean, expected)

@@ -132,6 +132,19 @@ def test_batches_are_sent_in_log_order_and_committed(tmp_path: Path) -> None:
     assert EventLogReader(tmp_path, "shipper").pending_bytes() == 0
 
 
+def test_batches_are_cut_to_the_byte_budget_but_never_empty(tmp_path: Path) -> None:
+    write(tmp_path, 5)
+    size = len((tmp_path / "events-000000000001.jsonl").read_bytes().splitlines()[0])
+    sink = FakeSink()
+    with Shipper(tmp_path, sink, batch_size=100, max_batch_bytes=2 * size, backoff=FAST) as shipper:
+        shipper.ship_backlog()
+    assert sink.sent == [["r0", "r1"], ["r2", "r3"], ["r4"]]
+    sink = FakeSink()
+    write(tmp_path, 1)
+    with Shipper(tmp_path, sink, max_batch_bytes=1, backoff=FAST) as shipper:
+        assert shipper.ship_backlog().delivered == 1  # one event larger than the budget still goes
+
+
 def test_an_outage_is_retried_and_only_then_committed(tmp_path: Path) -> None:
     write(tmp_path, 2)
     sink = FakeSink(outages=3)
