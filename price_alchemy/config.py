@@ -93,11 +93,6 @@ class Settings(BaseSettings):
     logstash_url: str | None = Field(
         default=None, description="Logstash HTTP input (e.g. http://logstash:8080) when ship_to=logstash."
     )
-    airflow_api_url: str | None = Field(
-        default=None, description="Airflow REST API base URL the monitor uses to trigger retraining."
-    )
-    airflow_username: str | None = None
-    airflow_password: SecretStr | None = None
 
     @field_validator(
         "bigquery_project",
@@ -106,7 +101,6 @@ class Settings(BaseSettings):
         "bigquery_credentials_file",
         "elasticsearch_url",
         "logstash_url",
-        "airflow_api_url",
         mode="before",
     )
     @classmethod
