@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,9 @@ from price_alchemy.eventlog import EventLogWriter
 from price_alchemy.monitoring.elastic import connect
 from price_alchemy.monitoring.shipping import Shipper
 from price_alchemy.monitoring.sinks import ElasticsearchSink
+from price_alchemy.schema import FEATURE_COLUMNS
+from price_alchemy.serving.model_store import ModelMetadata
+from price_alchemy.serving.request_log import RequestContext, build_event
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "elasticsearch.py"
@@ -47,65 +49,37 @@ INDICES = "price-alchemy-requests-*"
 
 
 class EventFactory:
-    """Request events shaped like the API's, from synthetic listings."""
+    """Request events made by the API's own builder (``serving.request_log.build_event``)."""
+
+    MODEL = ModelMetadata("price-alchemy", "7", "champion", None, None, None, None)
 
     def __init__(self, seed: int = 0) -> None:
-        self.listings = generate_listings(5000, seed=seed).to_dict("records")
+        frame = generate_listings(5000, seed=seed)
+        self.rows = frame[list(FEATURE_COLUMNS)].astype(object).where(frame.notna(), None).to_dict("records")
+        self.prices = frame["price"].to_numpy()
         self.rng = np.random.default_rng(seed)
 
-    def _listing(self) -> dict[str, Any]:
-        row = self.listings[int(self.rng.integers(len(self.listings)))]
-        category = row.get("category_name") or ""
-        brand = row.get("brand_name") or "(missing)"
-        price = float(row.get("price") or 10.0)
-        name, description = str(row.get("name") or ""), str(row.get("item_description") or "")
-        return {
-            "item_condition_id": int(row["item_condition_id"]),
-            "shipping": int(row["shipping"]),
-            "category_name": category[:255],
-            "top_category": category.split("/")[0] if category else "(missing)",
-            "brand_name": str(brand)[:100],
-            "name": name[:100],
-            "name_length": len(name),
-            "description_length": len(description),
-            "price": round(price, 2),
-            "price_low": round(price * 0.6, 2),
-            "price_high": round(price * 1.6, 2),
-        }
-
     def event(self, when: datetime | None = None) -> dict[str, Any]:
-        when = when or datetime.now(UTC)
         roll = self.rng.random()
         failed, batch = roll < 0.03, roll > 0.90
-        latency_ms = float(self.rng.lognormal(2.5, 0.5))
-        event: dict[str, Any] = {
-            "@timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "ecs": {"version": "8.11.0"},
-            "event": {
-                "id": uuid.uuid4().hex,
-                "kind": "event",
-                "category": ["web"],
-                "type": ["access"],
-                "dataset": "price_alchemy.requests",
-                "outcome": "failure" if failed else "success",
-                "duration": int(latency_ms * 1e6),
-            },
-            "http": {"request": {"method": "POST"}, "response": {"status_code": 422 if failed else 200}},
-            "url": {"path": "/v1/predict/batch" if batch else "/v1/predict"},
-            "service": {"name": "price-alchemy-api", "version": "0.1.0"},
-            "price_alchemy": {
-                "route": "predict_batch" if batch else "predict",
-                "latency_ms": round(latency_ms, 3),
-                "batch_size": 0 if failed else (int(self.rng.integers(2, 11)) if batch else 1),
-            },
-        }
+        ctx = RequestContext(received_at=when or datetime.now(UTC))
         if failed:
-            event["error"] = {"type": "RequestValidationError", "message": "item_condition_id: must be 1..5"}
+            ctx.fail("RequestValidationError", "item_condition_id: Input should be less than or equal to 5")
         else:
-            pa = event["price_alchemy"]
-            pa["model"] = {"name": "price-alchemy", "version": "7", "alias": "champion"}
-            pa["listings"] = [self._listing() for _ in range(pa["batch_size"])]
-        return event
+            picked = self.rng.integers(len(self.rows), size=int(self.rng.integers(2, 11)) if batch else 1)
+            prices = np.round(self.prices[picked], 2)
+            ctx.batch_size = len(picked)
+            ctx.listings, ctx.prices, ctx.model = [self.rows[i] for i in picked], prices, self.MODEL
+            ctx.lows, ctx.highs = np.round(prices * 0.6, 2), np.round(prices * 1.6, 2)
+        route = "predict_batch" if batch else "predict"
+        return build_event(
+            ctx,
+            route=route,
+            path="/v1/predict/batch" if batch else "/v1/predict",
+            method="POST",
+            status=422 if failed else 200,
+            duration_ns=int(self.rng.lognormal(2.5, 0.5) * 1e6),
+        )
 
 
 def start_node(base: Path) -> tuple[subprocess.Popen[bytes], str, float]:

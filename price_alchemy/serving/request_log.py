@@ -15,7 +15,7 @@ import numpy as np
 from price_alchemy import __version__
 from price_alchemy.config import Settings
 from price_alchemy.eventlog import EventLogWriter
-from price_alchemy.serving.model_store import LoadedModel
+from price_alchemy.serving.model_store import ModelMetadata
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RequestContext:
     prices: np.ndarray | None = None
     lows: np.ndarray | None = None
     highs: np.ndarray | None = None
-    model: LoadedModel | None = None
+    model: ModelMetadata | None = None  # the model that answered
     error_type: str | None = None
     error_message: str | None = None
 
@@ -86,7 +86,7 @@ def build_event(
         "batch_size": ctx.batch_size,
     }
     if ctx.model is not None:
-        m = ctx.model.meta
+        m = ctx.model
         pa["model"] = {"name": m.name, "version": m.version, "alias": m.alias}
     event: dict[str, Any] = {
         "@timestamp": _timestamp(ctx.received_at),

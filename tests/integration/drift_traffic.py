@@ -1,4 +1,4 @@
-"""Request events shaped exactly like docs/request-events.md, built from synthetic listings.
+"""Request events built by the API's own event builder, from synthetic listings.
 
 Used by the drift-job, monitoring-DAG and dashboard-panel tests to put known traffic into a real
 Elasticsearch node: undrifted traffic (the training generator, another seed) and drifted traffic
@@ -19,73 +19,38 @@ from elasticsearch import Elasticsearch, helpers
 
 from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.schema import FEATURE_COLUMNS
+from price_alchemy.serving.model_store import ModelMetadata
+from price_alchemy.serving.request_log import RequestContext, build_event
 
 Predict = Callable[[pd.DataFrame], np.ndarray]
 
 
-def listing_fields(row: dict[str, Any], price: float) -> dict[str, Any]:
-    """One entry of ``price_alchemy.listings`` as the API logs it."""
-    category = row["category_name"]
-    description = row["item_description"] or ""
-    return {
-        "item_condition_id": int(row["item_condition_id"]),
-        "shipping": int(row["shipping"]),
-        "category_name": category[:255] if isinstance(category, str) else None,
-        "top_category": category.split("/")[0] if isinstance(category, str) and category else "(missing)",
-        "brand_name": (row["brand_name"] or "(missing)")[:100]
-        if isinstance(row["brand_name"], str)
-        else "(missing)",
-        "name": row["name"][:100],
-        "name_length": len(row["name"]),
-        "description_length": len(description) if isinstance(description, str) else 0,
-        "price": round(float(price), 2),
-        "price_low": round(float(price) * 0.7, 2),
-        "price_high": round(float(price) * 1.4, 2),
-    }
-
-
 def request_event(
     at: datetime,
-    listings: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]],
+    prices: Sequence[float] = (),
     *,
     model_version: str = "1",
     status: int = 200,
     latency_ms: float = 12.0,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    """One ECS request event; failures carry ``error.*`` and no listings."""
+    """The API's own event (``serving.request_log.build_event``) for a request with these listings
+    (raw feature dicts) and predicted prices; failures carry ``error.*`` and no listings."""
     ok = 200 <= status < 300
-    event: dict[str, Any] = {
-        "@timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z",
-        "ecs": {"version": "8.11.0"},
-        "event": {
-            "id": event_id or uuid.uuid4().hex,
-            "kind": "event",
-            "category": ["web"],
-            "type": ["access"],
-            "dataset": "price_alchemy.requests",
-            "outcome": "success" if ok else "failure",
-            "duration": int(latency_ms * 1_000_000),
-        },
-        "http": {"request": {"method": "POST"}, "response": {"status_code": status}},
-        "url": {"path": "/v1/predict" if len(listings) <= 1 else "/v1/predict/batch"},
-        "service": {"name": "price-alchemy-api", "version": "0.1.0"},
-        "price_alchemy": {
-            "route": "predict" if len(listings) <= 1 else "predict_batch",
-            "latency_ms": float(latency_ms),
-            "batch_size": len(listings),
-        },
-    }
+    ctx = RequestContext(request_id=event_id or uuid.uuid4().hex, received_at=at, batch_size=len(rows))
     if ok:
-        event["price_alchemy"]["model"] = {
-            "name": "price-alchemy",
-            "version": model_version,
-            "alias": "champion",
-        }
-        event["price_alchemy"]["listings"] = list(listings)
+        price = np.round(np.asarray(prices, dtype=float), 2)
+        ctx.listings, ctx.prices = list(rows), price
+        ctx.lows, ctx.highs = np.round(price * 0.7, 2), np.round(price * 1.4, 2)
+        ctx.model = ModelMetadata("price-alchemy", model_version, "champion", None, None, None, None)
     else:
-        event["error"] = {"type": "HTTPException", "message": "invalid listing"}
-    return event
+        ctx.fail("RequestValidationError", "item_condition_id: Input should be less than or equal to 5")
+    route = "predict" if len(rows) <= 1 else "predict_batch"
+    path = {"predict": "/v1/predict", "predict_batch": "/v1/predict/batch"}[route]
+    return build_event(
+        ctx, route=route, path=path, method="POST", status=status, duration_ns=int(latency_ms * 1_000_000)
+    )
 
 
 def shift_listings(listings: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
@@ -120,15 +85,24 @@ def traffic(
         groups.append(list(range(i, min(i + size, len(rows)))))
         i += size
     step = (end - start) / max(len(groups), 1)
+    features = [{c: _present(row[c]) for c in FEATURE_COLUMNS} for row in rows]
     return [
         request_event(
             start + step * k,
-            [listing_fields(rows[j], prices[j]) for j in group],
+            [features[j] for j in group],
+            [float(prices[j]) for j in group],
             model_version=model_version,
             latency_ms=5.0 + (k % 50),
         )
         for k, group in enumerate(groups)
     ]
+
+
+def _present(value: Any) -> Any:
+    """A frame's missing value (NaN/None) as the API sees an absent field (None); numpy ints as int."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def index_events(client: Elasticsearch, events: Iterable[dict[str, Any]]) -> int:

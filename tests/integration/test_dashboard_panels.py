@@ -55,30 +55,29 @@ def _known_traffic() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         for i, (latency, status) in enumerate(zip(latencies, statuses, strict=True)):
             at = T0 + timedelta(minutes=minute, seconds=i * 59.0 / count)
             listing: list[dict[str, Any]] = []
+            prices: list[float] = []
             if status == 200:
                 price = float(np.round(rng.lognormal(3.0, 0.8), 2))
                 category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
                 condition = int(rng.integers(1, 6))
                 listing = [
                     {
-                        "item_condition_id": condition,
-                        "shipping": int(rng.integers(2)),
-                        "top_category": category,
-                        "category_name": None if category == "(missing)" else f"{category}/A/B",
-                        "brand_name": "(missing)",
                         "name": "thing",
-                        "name_length": 5,
-                        "description_length": 10,
-                        "price": price,
-                        "price_low": price * 0.7,
-                        "price_high": price * 1.4,
+                        "item_condition_id": condition,
+                        "category_name": None if category == "(missing)" else f"{category}/A/B",
+                        "brand_name": None,
+                        "shipping": int(rng.integers(2)),
+                        "item_description": "0123456789",
                     }
                 ]
+                prices = [price]
                 truth["prices"].append(price)
                 truth["category"][category] += 1
                 truth["condition"][condition] += 1
             events.append(
-                request_event(at, listing, model_version=version, status=status, latency_ms=float(latency))
+                request_event(
+                    at, listing, prices, model_version=version, status=status, latency_ms=float(latency)
+                )
             )
     return events, truth
 

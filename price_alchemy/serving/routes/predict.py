@@ -41,7 +41,7 @@ def _record(ctx: RequestContext, rows: list[dict[str, Any]], result: BatchResult
     model = result.model
     prices = np.round(result.prices, 2)
     interval = model.meta.price_interval
-    ctx.listings, ctx.prices, ctx.model = rows, prices, model
+    ctx.listings, ctx.prices, ctx.model = rows, prices, model.meta
     if interval is None:
         return [Prediction(price=float(p), price_range=None) for p in prices]
     lows, highs = (np.round(b, 2) for b in interval.bounds(result.prices))
