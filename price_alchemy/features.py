@@ -21,6 +21,7 @@ the squared error the estimators minimise is the RMSLE the project reports.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -59,10 +60,81 @@ def _text(series: pd.Series) -> pd.Series:
 
 
 def clean_listings(listings: pd.DataFrame) -> pd.DataFrame:
-    """Raw listing columns -> the model's cleaned columns. Pure; accepts unseen and missing values."""
+    """Raw listing columns -> the model's cleaned columns. Pure; accepts unseen and missing values.
+
+    Small frames with integer condition/shipping columns (API requests) take a row-by-row path:
+    pandas' string methods cost tens of microseconds per call whatever the length, which dominates
+    a one-row prediction. Both paths give identical frames (tests/unit/test_features.py checks).
+    """
     missing = [c for c in FEATURE_COLUMNS if c not in listings.columns]
     if missing:
         raise KeyError(f"listing frame lacks columns: {', '.join(missing)}")
+    integer_codes = all(pd.api.types.is_integer_dtype(listings[c]) for c in ("item_condition_id", "shipping"))
+    if len(listings) <= ROWWISE_MAX_ROWS and integer_codes:
+        return _clean_rowwise(listings)
+    return _clean_vectorized(listings)
+
+
+#: Up to this many rows, :func:`clean_listings` cleans row by row in plain Python.
+ROWWISE_MAX_ROWS = 256
+_WORDS = re.compile(r"\S+")
+
+
+def _clean_text(value: Any) -> str:
+    return (
+        ""
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value)
+        else str(value).strip()
+    )
+
+
+def _clean_rowwise(listings: pd.DataFrame) -> pd.DataFrame:
+    names, brands, categories, descriptions = (
+        [_clean_text(v) for v in listings[c].tolist()]
+        for c in ("name", "brand_name", "category_name", "item_description")
+    )
+    conditions = [str(int(v)) for v in listings["item_condition_id"].tolist()]
+    shippings = [str(int(v)) for v in listings["shipping"].tolist()]
+    no_description = [d == "" or d == NO_DESCRIPTION for d in descriptions]
+    descriptions = ["" if empty else d for d, empty in zip(descriptions, no_description, strict=True)]
+    levels = [c.split("/", 2) for c in categories]
+    cat1 = [parts[0] for parts in levels]
+    cat2 = [f"{parts[0]}/{parts[1] if len(parts) > 1 else ''}" for parts in levels]
+    brand_keys = [b.lower() for b in brands]
+    rows = zip(names, brands, categories, descriptions, strict=True)
+    return _cleaned_frame(
+        listings.index,
+        {
+            "name": names,
+            "text": [f"{n} {b} {c.replace('/', ' ')} {d}" for n, b, c, d in rows],
+            "brand": brand_keys,
+            "cat1": cat1,
+            "cat2": cat2,
+            "category": categories,
+            "condition": conditions,
+            "shipping": shippings,
+            "cond_ship": [f"{c}_{s}" for c, s in zip(conditions, shippings, strict=True)],
+            "brand_cat": [f"{b}|{c}" for b, c in zip(brand_keys, categories, strict=True)],
+            "cat_cond": [f"{c}|{k}" for c, k in zip(categories, conditions, strict=True)],
+            "desc_words": [len(_WORDS.findall(d)) for d in descriptions],
+            "no_brand": [b == "" for b in brands],
+            "no_description": no_description,
+        },
+    )
+
+
+def _cleaned_frame(index: pd.Index, columns: dict[str, Any]) -> pd.DataFrame:
+    """The cleaned frame: text columns as objects, the numeric signals as float32."""
+    numeric = {
+        "desc_words": np.log1p(np.asarray(columns.pop("desc_words"), dtype=np.float32)),
+        "no_brand": np.asarray(columns.pop("no_brand"), dtype=np.float32),
+        "no_description": np.asarray(columns.pop("no_description"), dtype=np.float32),
+    }
+    text = {name: pd.Series(values, index=index, dtype=object) for name, values in columns.items()}
+    return pd.DataFrame({**text, **numeric}, index=index)
+
+
+def _clean_vectorized(listings: pd.DataFrame) -> pd.DataFrame:
     name = _text(listings["name"])
     brand = _text(listings["brand_name"])
     category = _text(listings["category_name"])
@@ -77,7 +149,8 @@ def clean_listings(listings: pd.DataFrame) -> pd.DataFrame:
     )
     shipping = pd.to_numeric(listings["shipping"], errors="coerce").fillna(0).astype(int).astype(str)
     brand_key = brand.str.lower()
-    return pd.DataFrame(
+    return _cleaned_frame(
+        listings.index,
         {
             "name": name,
             "text": name
@@ -96,11 +169,10 @@ def clean_listings(listings: pd.DataFrame) -> pd.DataFrame:
             "cond_ship": condition + "_" + shipping,
             "brand_cat": brand_key + "|" + category,
             "cat_cond": category + "|" + condition,
-            "desc_words": np.log1p(description.str.count(r"\S+").to_numpy(dtype=np.float32)),
-            "no_brand": brand.eq("").to_numpy(dtype=np.float32),
-            "no_description": no_description.to_numpy(dtype=np.float32),
+            "desc_words": description.str.count(r"\S+").to_numpy(),
+            "no_brand": brand.eq("").to_numpy(),
+            "no_description": no_description.to_numpy(),
         },
-        index=listings.index,
     )
 
 

@@ -11,6 +11,8 @@ from price_alchemy.features import (
     LEADING_COLUMNS,
     NUMERIC,
     CategoryCodes,
+    _clean_rowwise,
+    _clean_vectorized,
     build_featurizer,
     clean_listings,
 )
@@ -39,6 +41,30 @@ def test_clean_listings_builds_levels_and_crosses() -> None:
     assert clean.loc[1, "cat_cond"] == "Women/Athletic Apparel/Pants, Tights, Leggings|3"
     assert clean.loc[1, "no_brand"] == 1.0 and clean.loc[1, "no_description"] == 1.0
     assert clean.loc[1, "text"].startswith("Lularoe leggings OS")
+
+
+def test_row_by_row_cleaning_equals_the_vectorized_cleaning(synthetic_listings: pd.DataFrame) -> None:
+    """The API's small-frame path must give the model exactly what training gave it."""
+    odd = _listings(
+        name=["  padded name\t", "Ünïcode  ✓ name"],
+        category_name=[None, "A/B/C/D/E"],
+        brand_name=["", "MiXeD Case"],
+        item_description=["word\u00a0word\nline   three", None],
+    )
+    no_category = _listings(category_name=["", "Single"])
+    frames = [synthetic_listings.head(300).reset_index(drop=True), odd, no_category]
+    frames.append(synthetic_listings.sample(50, random_state=1))  # a shuffled, non-default index
+    for frame in frames:
+        fast, reference = _clean_rowwise(frame), _clean_vectorized(frame)
+        pd.testing.assert_frame_equal(fast, reference)
+        assert list(fast.dtypes.astype(str))[-3:] == ["float32"] * 3
+
+
+def test_small_integer_frames_take_the_row_path_and_others_the_vectorized_one() -> None:
+    frame = _listings()
+    assert clean_listings(frame).equals(_clean_rowwise(frame))
+    as_text = frame.astype({"item_condition_id": str})  # a file read as text still cleans the same
+    pd.testing.assert_frame_equal(clean_listings(as_text), _clean_rowwise(frame))
 
 
 def test_category_codes_are_stable_and_unseen_values_get_zero() -> None:
