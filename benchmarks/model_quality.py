@@ -8,6 +8,7 @@ Both are scored by K-fold cross-validation on the same folds (hash of listing_id
   families, blend chosen on an inner validation split, refit on the fold's training part).
 
     .venv/bin/python benchmarks/model_quality.py [--data PATH] [--folds 5] [--max-evals N] [--timeout S]
+        [--families ridge stack]
 """
 
 from __future__ import annotations
@@ -76,12 +77,21 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--max-evals", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=None)
+    parser.add_argument(
+        "--families", nargs="+", default=None, help="model families to tune (default: params)"
+    )
     args = parser.parse_args()
 
     params = load_params()
     tuning = params.tuning.model_copy(
         update={
-            k: v for k, v in {"max_evals": args.max_evals, "timeout_s": args.timeout}.items() if v is not None
+            k: v
+            for k, v in {
+                "max_evals": args.max_evals,
+                "timeout_s": args.timeout,
+                "families": tuple(args.families) if args.families else None,
+            }.items()
+            if v is not None
         }
     )
     params = params.model_copy(update={"tuning": tuning})
@@ -89,7 +99,7 @@ def main() -> int:
     fold_of = (hash_buckets(listings["listing_id"], "benchmark-folds") * args.folds).astype(int)
     print(
         f"data: {args.data} ({len(listings):,} priced rows), {args.folds} folds, "
-        f"budget {tuning.max_evals} evals / {tuning.timeout_s:g}s per fold"
+        f"families {', '.join(tuning.families)}, budget {tuning.max_evals} evals / {tuning.timeout_s:g}s per fold"
     )
 
     ref_scores, our_scores, our_seconds = [], [], []
