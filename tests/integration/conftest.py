@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,9 +20,9 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+from real_services import free_port, unavailable
 
 from price_alchemy.config import Settings
 from price_alchemy.data.warehouse import Warehouse, open_warehouse
@@ -36,18 +35,6 @@ START_TIMEOUT_S = 300.0
 BACKENDS = ("duckdb", "bigquery")
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(f"BigQuery emulator unavailable in CI: {reason}", pytrace=False)
-    pytest.skip(f"BigQuery emulator unavailable: {reason}")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _tail(path: Path, chars: int = 2000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
@@ -56,7 +43,7 @@ def _wait_until_healthy(proc: subprocess.Popen[bytes], endpoint: str, log_path: 
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            _unavailable(f"process exited with {proc.returncode}:\n{_tail(log_path)}")
+            unavailable("BigQuery emulator", f"process exited with {proc.returncode}:\n{_tail(log_path)}")
         try:
             with urllib.request.urlopen(f"{endpoint}/healthz", timeout=2) as response:
                 if response.status == 200:
@@ -64,7 +51,9 @@ def _wait_until_healthy(proc: subprocess.Popen[bytes], endpoint: str, log_path: 
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
-    _unavailable(f"no answer on {endpoint} within {START_TIMEOUT_S:.0f}s:\n{_tail(log_path)}")
+    unavailable(
+        "BigQuery emulator", f"no answer on {endpoint} within {START_TIMEOUT_S:.0f}s:\n{_tail(log_path)}"
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -86,7 +75,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def bqemulator_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """REST endpoint of a bqemulator process running for this test session."""
     log_path = tmp_path_factory.mktemp("bqemulator") / "emulator.log"
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with log_path.open("wb") as log_file:
         try:
@@ -98,7 +87,7 @@ def bqemulator_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
                 start_new_session=True,
             )
         except OSError as exc:
-            _unavailable(f"cannot run {SCRIPT}: {exc}")
+            unavailable("BigQuery emulator", f"cannot run {SCRIPT}: {exc}")
     try:
         _wait_until_healthy(proc, endpoint, log_path)
         log.info("bqemulator answered on %s after %.1fs", endpoint, time.monotonic() - started)

@@ -33,10 +33,10 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from elasticsearch import Elasticsearch
+from integration.real_services import free_port, unavailable
 
 from price_alchemy.config import Settings
 
@@ -46,20 +46,6 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "elasticsearch.py"
 #: A cold start on 2 busy cores takes 25-60 s; the first run also downloads ~100 MB.
 START_TIMEOUT_S = 240.0
 PROJECT_TEMPLATES = "price-alchemy-*"
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(f"Elasticsearch node unavailable in CI: {reason}", pytrace=False)
-    pytest.skip(f"Elasticsearch node unavailable: {reason}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _group_gone(proc: subprocess.Popen[bytes], grace: float) -> bool:
@@ -156,12 +142,12 @@ def elasticsearch_node() -> Iterator[ElasticsearchNode]:
     # Not under pytest's tmp_path: as root the node runs as `nobody`, who cannot enter that 0700 tree.
     base = Path(tempfile.mkdtemp(prefix="price-alchemy-es-"))
     base.chmod(0o755)
-    node = ElasticsearchNode(_free_port(), base / "node")
+    node = ElasticsearchNode(free_port(), base / "node")
     try:
         try:
             node.start()
         except (OSError, RuntimeError) as exc:
-            _unavailable(str(exc))
+            unavailable("Elasticsearch node", str(exc))
         yield node
     finally:
         node.stop()
@@ -192,7 +178,7 @@ def es_clean(elasticsearch_node: ElasticsearchNode, es_client: Elasticsearch) ->
     try:
         elasticsearch_node.start()  # a previous test may have left it stopped
     except RuntimeError as exc:
-        _unavailable(str(exc))
+        unavailable("Elasticsearch node", str(exc))
     _wipe(es_client)
     yield es_client
     elasticsearch_node.start()

@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from real_services import free_port
 
 from price_alchemy.config import Settings
 from price_alchemy.params import Params
@@ -69,12 +69,6 @@ def store(
     yield Store(settings, synthetic_listings, params)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Server:
     proc: subprocess.Popen[bytes]
@@ -106,7 +100,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def start(home: Path, **env: str) -> Server:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"serve-{len(started)}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PRICE_ALCHEMY_", "MLFLOW_"))}
         full_env.update(
