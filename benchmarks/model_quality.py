@@ -33,7 +33,8 @@ from price_alchemy.data.files import read_listings
 from price_alchemy.params import load_params
 from price_alchemy.split import hash_buckets, split_listings
 from price_alchemy.training.evaluate import rmsle
-from price_alchemy.training.pipeline import fit_tuned_model, usable_for_training
+from price_alchemy.training.search import fit_tuned_model
+from price_alchemy.training.stages import usable_for_training
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mercari" / "train_head_5k.tsv"
 

@@ -192,10 +192,9 @@ def train(home: Path, family: str) -> str:
     from price_alchemy.config import Settings
     from price_alchemy.data.files import read_listings
     from price_alchemy.params import load_params
-    from price_alchemy.training.job import with_budget
-    from price_alchemy.training.pipeline import run_training
+    from price_alchemy.training.stages import run_training
 
-    params = with_budget(load_params(), max_evals=3, timeout=120)
+    params = load_params().with_budget(max_evals=3, timeout=120)
     params = params.model_copy(update={"tuning": params.tuning.model_copy(update={"families": (family,)})})
     listings = read_listings(SAMPLE).listings
     result = run_training(listings, Settings(_env_file=None, home=home), params, source="benchmark")

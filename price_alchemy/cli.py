@@ -23,20 +23,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from price_alchemy import runtime
 from price_alchemy.config import Settings, get_settings
 from price_alchemy.errors import PriceAlchemyError
-from price_alchemy.params import Params, load_params
+from price_alchemy.params import Params
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from price_alchemy.training.pipeline import TrainingResult
+    from price_alchemy.monitoring.shipping import ShipStats
+    from price_alchemy.training.stages import TrainingResult
     from price_alchemy.training.tuning import TrialRecord
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 out = Console()
 err = Console(stderr=True)
-NOISY_LOGGERS = ("great_expectations", "alembic", "mlflow", "hyperopt", "urllib3", "git", "py7zr")
 
 
 @dataclass
@@ -56,10 +57,8 @@ def main(
     logging.basicConfig(
         level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
     )
-    for name in NOISY_LOGGERS:  # before the libraries are imported: GE logs hundreds of lines otherwise
-        logging.getLogger(name).setLevel(logging.WARNING if not verbose else logging.INFO)
-    settings.ensure_home()
-    ctx.obj = Context(settings, load_params(settings.params_file))
+    settings, params = runtime.start(settings, library_level=logging.INFO if verbose else logging.WARNING)
+    ctx.obj = Context(settings, params)
 
 
 @contextmanager
@@ -145,8 +144,7 @@ def _print_batch(checked: object) -> None:
         f"{len(checked.valid):,} loaded, {len(checked.quarantine):,} quarantined "
         f"({checked.bad_fraction:.2%}); validation {'PASSED' if checked.passed else 'FAILED'}"
     )
-    reasons = checked.quarantine["reason"].str.split("; ").explode().value_counts().head(8)
-    for reason, count in reasons.items():
+    for reason, count in checked.reason_counts().head(8).items():
         out.print(f"  quarantined: {count:>6,}  {reason}")
     for kind, path in checked.report_paths.items():
         out.print(f"  report ({kind}): {path}")
@@ -172,11 +170,11 @@ def train(
     timeout: Annotated[float | None, typer.Option(min=1, help="Tuning budget in seconds.")] = None,
 ) -> None:
     """Tune, train, evaluate, register and (per the champion rule) promote a model."""
-    from price_alchemy.training.job import load_training_listings
+    from price_alchemy.tasks import training_listings
 
     c: Context = ctx.obj
     with _domain_errors():
-        listings, source = load_training_listings(c.settings, c.params, input_path=input, query=query)
+        listings, source = training_listings(c.settings, c.params, input_path=input, query=query)
         out.print(f"training on {len(listings):,} validated listings from {source}")
         result = _train_with_progress(c, listings, source, max_evals, timeout)
     out.print(
@@ -195,9 +193,10 @@ def train(
 def _train_with_progress(
     c: Context, listings: pd.DataFrame, source: str, max_evals: int | None, timeout: float | None
 ) -> TrainingResult:
-    from price_alchemy.training.job import train_with_overrides
+    from price_alchemy.training.stages import run_training
 
-    budget = max_evals or c.params.tuning.max_evals
+    params = c.params.with_budget(max_evals, timeout)
+    budget = params.tuning.max_evals
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -215,13 +214,11 @@ def _train_with_progress(
             shown = f"best valid RMSLE {min(best):.4f}" if best else "no successful trial yet"
             bar.update(task, advance=1, description=f"tuning ({trial.family} {trial.seconds:.1f}s; {shown})")
 
-        return train_with_overrides(
+        return run_training(
             listings,
             c.settings,
-            c.params,
+            params,
             source=source,
-            max_evals=max_evals,
-            timeout=timeout,
             on_stage=lambda message: bar.console.log(message),
             on_trial=on_trial,
         )
@@ -235,6 +232,9 @@ def predict(
     model_uri: Annotated[
         str | None, typer.Option(help="MLflow model URI (default: models:/<name>@champion).")
     ] = None,
+    show: Annotated[
+        int, typer.Option(min=0, metavar="N", help="Also print the first N predictions as a table.")
+    ] = 0,
 ) -> None:
     """Predict prices for a train- or test-format file; bad rows are reported on stderr."""
     from price_alchemy.data.files import read_listings
@@ -257,8 +257,40 @@ def predict(
     out.print(
         f"wrote {len(result.prices):,} predictions to {output} with {uri}; {len(result.rejected):,} rows rejected"
     )
+    if show and not result.prices.empty:
+        out.print(_predictions_table(read.listings, result.prices, show))
     if result.prices.empty:
         raise typer.Exit(1)
+
+
+def _predictions_table(listings: pd.DataFrame, prices: pd.DataFrame, limit: int) -> Table:
+    """The first ``limit`` predictions beside what was listed (``predict --show``, the demo)."""
+    import pandas as pd
+    from rich.text import Text
+
+    from price_alchemy.schema import LISTING_ID
+
+    id_column = str(prices.columns[0])  # <id column>, price: as written to the CSV
+    listed = listings[[LISTING_ID, "name", "item_condition_id", "brand_name"]].drop_duplicates(LISTING_ID)
+    shown = prices.head(limit).merge(listed, left_on=id_column, right_on=LISTING_ID, how="left")
+    table = Table(
+        id_column,
+        "name",
+        "condition",
+        "brand",
+        "suggested price",
+        title=f"Sample predictions ({len(shown):,} of {len(prices):,})",
+    )
+    table.columns[-1].justify = "right"
+    for row in shown.itertuples(index=False):
+        table.add_row(
+            str(getattr(row, id_column)),
+            Text("" if pd.isna(row.name) else str(row.name)[:40]),  # Text: a "[RM]" is not markup
+            "" if pd.isna(row.item_condition_id) else str(row.item_condition_id),
+            Text("" if pd.isna(row.brand_name) else str(row.brand_name)),
+            f"${row.price:,.2f}",
+        )
+    return table
 
 
 @app.command()
@@ -299,26 +331,7 @@ def demo(
     train(ctx, input=None, query=None, max_evals=max_evals, timeout=timeout)
     out.rule("4. predict new listings with the champion")
     predictions = folder / "predictions.csv"
-    predict(ctx, input=new, output=predictions, model_uri=None)
-    import pandas as pd
-
-    from price_alchemy.data.files import read_listings
-
-    shown = (
-        read_listings(new)
-        .listings.drop(columns="price")
-        .merge(pd.read_csv(predictions), left_on="listing_id", right_on="test_id")
-    )
-    table = Table("test_id", "name", "condition", "brand", "suggested price", title="Sample predictions")
-    for row in shown.itertuples():
-        table.add_row(
-            str(row.listing_id),
-            str(row.name)[:40],
-            str(row.item_condition_id),
-            str(row.brand_name or ""),
-            f"${row.price:,.2f}",
-        )
-    out.print(table)
+    predict(ctx, input=new, output=predictions, model_uri=None, show=10)
     out.print(f"MLflow UI: mlflow ui --backend-store-uri {c.settings.tracking_uri}")
 
 
@@ -344,11 +357,51 @@ def ship(
     follow: Annotated[bool, typer.Option("--follow/--once", help="Keep shipping new events.")] = False,
 ) -> None:
     """Ship buffered request events to Elasticsearch (or Logstash) exactly once, in order."""
-    from price_alchemy.monitoring.shipping import run_shipper
-
     c: Context = ctx.obj
     with _domain_errors():
-        run_shipper(c.settings, follow=follow, console=err)
+        _ship_with_progress(c.settings, follow)
+
+
+def _ship_with_progress(settings: Settings, follow: bool) -> ShipStats:
+    """The shipper with a live line of progress on stderr, stopped cleanly by SIGINT/SIGTERM."""
+    import threading
+
+    from price_alchemy.monitoring.shipping import (
+        ONCE_GIVE_UP_S,
+        Shipper,
+        make_sink,
+        stop_on_signals,
+    )
+
+    # one INFO line per HTTP request from the client would bury the progress display
+    logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.getLogger().level))
+    sink = make_sink(settings)
+    stop = threading.Event()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]ship[/] to {task.fields[sink]}: {task.completed:,} events"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+    task = progress.add_task("ship", total=None, sink=sink.name, detail="")
+
+    def show(stats: ShipStats) -> None:
+        detail = f"({stats.duplicates:,} already there, {stats.dead_lettered:,} dead-lettered) {stats.state}"
+        progress.update(task, completed=stats.shipped, detail=detail)
+
+    shipper = Shipper(settings.request_log_dir, sink, on_progress=show)
+    with shipper, progress, stop_on_signals(stop):
+        stats = shipper.follow(stop) if follow else shipper.ship_backlog(stop, give_up_after_s=ONCE_GIVE_UP_S)
+        show(stats)
+    err.print(
+        f"shipped {stats.shipped:,} events to {sink.name} ({stats.delivered:,} new, {stats.duplicates:,} "
+        f"already there), dead-lettered {stats.dead_lettered:,}, {shipper.reader.pending_bytes():,} bytes pending"
+    )
+    if stats.dead_lettered:
+        err.print(f"[yellow]dead letters:[/] {shipper.dead_letter_dir}")
+    return stats
 
 
 # --- drift monitoring (owner: price_alchemy/monitoring/drift*) ---
@@ -371,6 +424,51 @@ def monitor(
     out.print(report.summary())
     if report.drifted:
         raise typer.Exit(3)
+
+
+# --- resolved settings, for people and for scripts/*.sh (owner: price_alchemy/settings_view) ---
+@app.command("config")
+def show_config(
+    ctx: typer.Context,
+    shell: Annotated[
+        bool,
+        typer.Option(
+            "--shell", help='Print quoted `export NAME=value` lines: eval "$(price-alchemy config --shell)".'
+        ),
+    ] = False,
+    get: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Print one value, e.g. serve_port, tracking_uri, airflow_home."),
+    ] = None,
+) -> None:
+    """Show the resolved settings and the paths derived from them; secrets are never printed."""
+    from rich.text import Text
+
+    from price_alchemy import settings_view
+
+    c: Context = ctx.obj
+    if shell and get is not None:
+        err.print("[bold red]error:[/] --shell and --get exclude each other")
+        raise typer.Exit(2)
+    if shell:  # plain stdout, not Rich: no line wrapping or markup in what a shell evaluates
+        typer.echo(settings_view.shell_script(settings_view.shell_exports(c.settings)), nl=False)
+        return
+    rows = settings_view.settings_rows(c.settings)
+    if get is not None:
+        row = settings_view.lookup(rows, get)
+        if row is None:
+            err.print(f"[bold red]error:[/] no setting named {get!r}; `price-alchemy config` lists them")
+            raise typer.Exit(2)
+        if row.secret:
+            err.print(f"[bold red]error:[/] {row.name} is a secret and is never printed")
+            raise typer.Exit(2)
+        typer.echo(row.value or "")
+        return
+    table = Table("setting", "variable", "value", title="Resolved settings (secrets masked)")
+    for row in rows:
+        value = Text("unset", style="dim") if row.value is None else Text(row.value)
+        table.add_row(row.name, row.variable or Text("(derived)", style="dim"), value)
+    out.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from price_alchemy.names import CHAMPION
+
 
 class Settings(BaseSettings):
     """Where state lives and which backends to talk to."""
@@ -58,7 +60,7 @@ class Settings(BaseSettings):
     )
     serve_host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
     serve_port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
-    model_alias: str = Field(default="champion", description="Registry alias the API serves.")
+    model_alias: str = Field(default=CHAMPION, description="Registry alias the API serves.")
     model_watch_interval_s: float = Field(
         default=10.0, gt=0, description="How often the API checks whether the alias moved to a new version."
     )

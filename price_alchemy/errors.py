@@ -34,3 +34,35 @@ class TrainingError(PriceAlchemyError):
 
 class ModelNotFoundError(PriceAlchemyError):
     """No registered model version matches the requested name, alias or URI."""
+
+
+class MonitoringError(PriceAlchemyError):
+    """The drift check cannot run (Elasticsearch unreachable or refusing the query)."""
+
+
+class ShippingError(PriceAlchemyError):
+    """The events could not be shipped (target unreachable for too long, another shipper running)."""
+
+
+class TransientError(Exception):
+    """A shipping sink could not deliver the whole batch now (target down, overloaded, timing out).
+
+    Internal to the shipper, which retries the batch; never reaches a user as such.
+    """
+
+
+class InvalidEventError(ValueError):
+    """A request event that no retry can deliver (no id, no usable timestamp): it is dead-lettered."""
+
+
+# --- serving: the API's exception handlers turn these into HTTP answers ---------------------------
+class ModelNotReadyError(PriceAlchemyError):
+    """No model is loaded yet (or none could be): the API answers 503."""
+
+
+class PredictionError(PriceAlchemyError):
+    """The model failed on a batch (a bug, not bad input: inputs are validated before): a 500."""
+
+
+class AuthenticationError(PriceAlchemyError):
+    """Missing or wrong API key: the API answers 401."""

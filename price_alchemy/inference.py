@@ -6,17 +6,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 
+from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
 from price_alchemy.data.files import ReadResult
 from price_alchemy.errors import ModelNotFoundError
 from price_alchemy.params import ValidationParams
 from price_alchemy.schema import FEATURE_COLUMNS, LISTING_ID
-from price_alchemy.training.registry import resolve_model_uri
-from price_alchemy.training.tracking import configure_mlflow
 from price_alchemy.validation import validate_listings
 
 log = logging.getLogger(__name__)
@@ -33,10 +31,10 @@ class Predictions:
 
 def load_model(settings: Settings, model_uri: str | None = None) -> tuple[Any, str]:
     """The sklearn pipeline behind ``model_uri`` (default: the registry's champion) and its URI."""
-    configure_mlflow(settings)
-    uri = model_uri or resolve_model_uri(settings.model_name)
+    mlflow_store.configure(settings)
+    uri = model_uri or mlflow_store.resolve_model_uri(settings)
     try:
-        return mlflow.sklearn.load_model(uri), uri
+        return mlflow_store.load_model(uri), uri
     except Exception as exc:
         raise ModelNotFoundError(f"cannot load model {uri}: {exc}") from exc
 

@@ -66,6 +66,10 @@ class CheckedBatch:
                 bad_fraction=self.bad_fraction,
             )
 
+    def reason_counts(self) -> pd.Series:
+        """Quarantined rows per reason, most frequent first (a row may break several rules)."""
+        return self.quarantine["reason"].str.split("; ").explode().value_counts()
+
     def summary(self) -> str:
         return (
             f"{self.report.summary()} Unparseable rows: {len(self.read.rejects)}; "

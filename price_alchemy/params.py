@@ -155,6 +155,11 @@ class Params(_Strict):
         walk("", self.model_dump(mode="json"))
         return out
 
+    def with_budget(self, max_evals: int | None = None, timeout: float | None = None) -> Params:
+        """These parameters with the tuning budget overridden where given (a CLI flag, a DAG param)."""
+        update = {k: v for k, v in {"max_evals": max_evals, "timeout_s": timeout}.items() if v is not None}
+        return self.model_copy(update={"tuning": self.tuning.model_copy(update=update)}) if update else self
+
 
 def load_params(path: Path | str | None = None) -> Params:
     """Load the parameters file (the packaged default when ``path`` is None)."""

@@ -4,7 +4,8 @@ The Airflow DAGs in ``dags/`` call these (one call per task), but nothing here i
 any scheduler, a notebook or a test can run the same steps. Arguments are small JSON-able values
 (paths, ids, numbers, an ISO logical date) and every function returns a small JSON-able dict that
 fits in an XCom: never a DataFrame. The training steps read their listings from the warehouse
-and recompute the deterministic split, so each step can run in its own process.
+and recompute the deterministic split, so each step can run in its own process. The CLI shares
+:func:`training_listings` (where training data comes from) with them.
 
 Idempotence: a synthetic batch is named after its logical date and a file batch after its
 content, and loading a batch replaces any earlier copy of it; rerunning a step for the same
@@ -14,22 +15,22 @@ logical date therefore leaves the warehouse as it was.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import asdict
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from price_alchemy import runtime
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from price_alchemy.config import Settings
     from price_alchemy.params import Params
+    from price_alchemy.split import Split
 
 log = logging.getLogger(__name__)
 
-#: Libraries whose INFO logging drowns a task log (GE alone prints ~200 lines on import).
-NOISY_LOGGERS = ("great_expectations", "alembic", "mlflow", "hyperopt", "urllib3", "git", "py7zr")
 #: Listing ids of a synthetic batch start at ``ordinal(day) * ID_STRIDE``: days never share an id.
 ID_STRIDE = 10_000_000
 DEFAULT_SYNTHETIC_ROWS = 2000
@@ -41,24 +42,14 @@ __all__ = [
     "promote",
     "register",
     "synthetic_batch_id",
+    "training_listings",
     "tune",
     "validate_and_load",
 ]
 
 
 def _setup(settings: Settings | None) -> tuple[Settings, Params]:
-    """Settings (the process-wide ones unless given), the home tree, quiet libraries, parameters."""
-    from price_alchemy.config import get_settings
-    from price_alchemy.params import load_params
-
-    for name in NOISY_LOGGERS:  # before the libraries are imported by the step itself
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # skops probes every loaded module while saving a model; under Airflow each probe of a
-    # deprecated ``airflow.*`` attribute warns (~1,000 lines per saved model).
-    warnings.filterwarnings("ignore", module=r"skops\.io\._utils")
-    settings = settings or get_settings()
-    settings.ensure_home()
-    return settings, load_params(settings.params_file)
+    return runtime.start(settings)
 
 
 def batch_day(logical_date: str) -> date:
@@ -137,8 +128,7 @@ def validate_and_load(
             )
             raise
         total_rows = int(warehouse.query("SELECT COUNT(*) AS n FROM {listings}")["n"].iloc[0])
-    reasons = checked.quarantine["reason"].str.split("; ").explode().value_counts()
-    for reason, count in reasons.items():
+    for reason, count in checked.reason_counts().items():
         log.info("quarantined %d rows: %s", count, reason)
     result = {
         "batch_id": checked.batch_id,
@@ -161,22 +151,57 @@ def validate_and_load(
     return result
 
 
-def _listings(
-    settings: Settings, params: Params, *, query: str | None, batch_ids: list[str] | None
+def training_listings(
+    settings: Settings,
+    params: Params,
+    *,
+    input_path: Path | None = None,
+    query: str | None = None,
+    batch_ids: list[str] | None = None,
 ) -> tuple[pd.DataFrame, str]:
-    """The training listings: a warehouse query, the given batches, or every listing."""
-    from price_alchemy.training.job import load_training_listings
+    """Validated listings to train on, and where they came from.
 
-    if query or not batch_ids:
-        return load_training_listings(settings, params, query=query or None)
+    A file is validated now (and not stored); the warehouse's listings were validated at ingest:
+    ``query`` (a SELECT over ``{listings}``), the given batches, or every listing.
+    """
+    if input_path is not None:
+        from price_alchemy.ingest import check_file
+
+        checked = check_file(input_path, params.validation)
+        log.info("%s", checked.summary())
+        checked.raise_for_verdict()
+        return checked.valid, f"file:{input_path}"
+
     from price_alchemy.data.warehouse import open_warehouse
     from price_alchemy.errors import TrainingError
 
     with open_warehouse(settings) as warehouse:
-        listings = warehouse.read_listings(batch_ids=batch_ids)
+        if query:
+            listings, source = warehouse.query(query), f"warehouse:{settings.warehouse}:{query}"
+        elif batch_ids:
+            listings = warehouse.read_listings(batch_ids=batch_ids)
+            source = f"warehouse:{settings.warehouse}:{len(batch_ids)} batches"
+        else:
+            listings, source = warehouse.read_listings(), f"warehouse:{settings.warehouse}"
     if listings.empty:
-        raise TrainingError(f"the warehouse holds none of batches {batch_ids}")
-    return listings, f"warehouse:{settings.warehouse}:{len(batch_ids)} batches"
+        what = f"none of batches {batch_ids}" if batch_ids and not query else "no listings"
+        raise TrainingError(
+            f"the {settings.warehouse} warehouse returned {what}; run `price-alchemy ingest` first"
+        )
+    return listings, source
+
+
+def _training_split(
+    settings: Settings, params: Params, *, query: str | None, batch_ids: list[str] | None
+) -> tuple[pd.DataFrame, Split, str]:
+    """The listings a training step works on, their deterministic split, and MLflow pointed at the store."""
+    from price_alchemy import mlflow_store
+    from price_alchemy.training.stages import prepare_split
+
+    listings, origin = training_listings(settings, params, query=query or None, batch_ids=batch_ids)
+    split = prepare_split(listings, params)
+    mlflow_store.configure(settings)
+    return listings, split, origin
 
 
 def tune(
@@ -193,12 +218,11 @@ def tune(
     steps must train and evaluate on, so that new batches landing meanwhile change nothing.
     """
     settings, params = _setup(settings)
-    from price_alchemy.training.job import with_budget
-    from price_alchemy.training.pipeline import tune_stage
+    from price_alchemy.training.stages import tune_stage
 
-    listings, origin = _listings(settings, params, query=query, batch_ids=None)
+    budget = params.with_budget(max_evals, timeout)
+    listings, split, origin = _training_split(settings, budget, query=query, batch_ids=None)
     batch_ids = None if query else sorted(str(b) for b in listings["batch_id"].unique())
-    budget = with_budget(params, max_evals, timeout)
     log.info(
         "tuning on %d listings from %s (max_evals=%d, timeout=%.0fs)",
         len(listings),
@@ -206,7 +230,7 @@ def tune(
         budget.tuning.max_evals,
         budget.tuning.timeout_s,
     )
-    run_id = tune_stage(listings, settings, budget, source=source or origin)
+    run_id, _ = tune_stage(split, settings, budget, source=source or origin, input_rows=len(listings))
     log.info("MLflow parent run %s (experiment %s)", run_id, settings.experiment_name)
     return {"run_id": run_id, "rows": len(listings), "query": query or None, "batch_ids": batch_ids}
 
@@ -220,10 +244,10 @@ def fit_and_evaluate(
 ) -> dict[str, Any]:
     """Fit the searched model, score it and the rules baseline on the test split, log the model."""
     settings, params = _setup(settings)
-    from price_alchemy.training.pipeline import fit_stage
+    from price_alchemy.training.stages import fit_stage
 
-    listings, _ = _listings(settings, params, query=query, batch_ids=batch_ids)
-    evaluated = fit_stage(listings, settings, params, run_id)
+    _, split, _ = _training_split(settings, params, query=query, batch_ids=batch_ids)
+    evaluated = fit_stage(split, settings, params, run_id)
     log.info(
         "run %s: test RMSLE %.4f (rules baseline %.4f); model %s",
         run_id,
@@ -237,7 +261,10 @@ def fit_and_evaluate(
 def register(evaluated: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
     """Register the logged model (the dict ``fit_and_evaluate`` returned) as a new version."""
     settings, _ = _setup(settings)
-    from price_alchemy.training.pipeline import EvaluatedModel, register_stage
+    from price_alchemy import mlflow_store
+    from price_alchemy.training.stages import EvaluatedModel, register_stage
+
+    mlflow_store.configure(settings)
 
     model = EvaluatedModel(
         run_id=evaluated["run_id"],
@@ -246,7 +273,7 @@ def register(evaluated: dict[str, Any], *, settings: Settings | None = None) -> 
         baseline_metrics=dict(evaluated["baseline_metrics"]),
     )
     version = register_stage(settings, model)
-    uri = f"models:/{settings.model_name}/{version}"
+    uri = mlflow_store.version_uri(settings.model_name, version)
     log.info("registered %s (run %s)", uri, model.run_id)
     return {"model_name": settings.model_name, "version": version, "model_uri": uri, "run_id": model.run_id}
 
@@ -260,10 +287,10 @@ def promote(
 ) -> dict[str, Any]:
     """Alias the version ``challenger`` and make it ``champion`` if it beats the current one."""
     settings, params = _setup(settings)
-    from price_alchemy.training.pipeline import promote_stage
+    from price_alchemy.training.stages import promote_stage
 
-    listings, _ = _listings(settings, params, query=query, batch_ids=batch_ids)
-    decision = promote_stage(listings, settings, params, str(version))
+    _, split, _ = _training_split(settings, params, query=query, batch_ids=batch_ids)
+    decision = promote_stage(split, settings, params, str(version))
     log.info(
         "%s v%s %s: %s",
         decision.model_name,

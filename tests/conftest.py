@@ -21,7 +21,6 @@ import pytest
 from price_alchemy.config import Settings, get_settings
 from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.params import Params, load_params
-from price_alchemy.training.job import with_budget
 
 pytest_plugins = ["integration.elasticsearch_fixtures"]  # elasticsearch_node, es_client, es_clean, ...
 
@@ -100,7 +99,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 def small_budget(params: Params, *, families: tuple[str, ...] = ("ridge",)) -> Params:
     """``params`` with a tuning budget (3 trials, 20 s) and model sizes that train in seconds."""
-    budget = with_budget(params, max_evals=3, timeout=20)
+    budget = params.with_budget(max_evals=3, timeout=20)
     lightgbm = budget.tuning.lightgbm.model_copy(
         update={"n_estimators": (30, 80), "num_leaves": (8, 24), "max_columns": 2000}
     )

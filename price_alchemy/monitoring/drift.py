@@ -282,20 +282,3 @@ def compute_drift(
         features=features,
         model_versions_seen=versions,
     )
-
-
-def window_from_listings(listings: pd.DataFrame, predictions: Sequence[float] | np.ndarray) -> pd.DataFrame:
-    """A window frame from canonical listings and their predicted prices, as the API would log them."""
-    from price_alchemy.profile import top_category
-
-    return pd.DataFrame(
-        {
-            "item_condition_id": listings["item_condition_id"].to_numpy(),
-            "shipping": listings["shipping"].to_numpy(),
-            "top_category": top_category(listings["category_name"]).to_numpy(),
-            "brand_name": listings["brand_name"].fillna(MISSING).astype(str).to_numpy(),
-            "name_length": listings["name"].fillna("").str.len().to_numpy(),
-            "description_length": listings["item_description"].fillna("").str.len().to_numpy(),
-            "price": np.asarray(predictions, dtype=np.float64),
-        }
-    )

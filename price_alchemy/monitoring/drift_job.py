@@ -27,9 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
-from price_alchemy.errors import ModelNotFoundError, PriceAlchemyError
+from price_alchemy.errors import ModelNotFoundError, MonitoringError
 from price_alchemy.monitoring.drift import MODEL_VERSION, WINDOW_COLUMNS, DriftResult, compute_drift
+from price_alchemy.names import (
+    CHAMPION,
+    MONITORING_EXPERIMENT_SUFFIX,
+    PROFILE_ARTIFACT,
+    REQUESTS_INDEX_PATTERN,
+    monitoring_index,
+)
 from price_alchemy.params import Params
 
 if TYPE_CHECKING:
@@ -37,16 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REQUESTS_INDEX = "price-alchemy-requests*"
-MONITORING_PREFIX = "price-alchemy-monitoring-"  # + YYYY.MM of the window end
-PROFILE_ARTIFACT = "reference/profile.json"
-CHAMPION = "champion"
 PAGE_SIZE = 5000
 LISTING_FIELDS = tuple(f"price_alchemy.listings.{c}" for c in WINDOW_COLUMNS)
-
-
-class MonitoringError(PriceAlchemyError):
-    """The drift check cannot run (Elasticsearch unreachable or refusing the query)."""
 
 
 @dataclass(frozen=True)
@@ -93,29 +93,21 @@ class Champion:
 
 def load_champion(settings: Settings) -> Champion:
     """The champion version and the reference profile logged by its training run."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from price_alchemy.training.tracking import configure_mlflow
-
-    configure_mlflow(settings)  # runs:/ URIs resolve against the configured store
-    client = MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(settings.model_name, CHAMPION)
-    except MlflowException as exc:
+    champion = mlflow_store.alias_version(settings, CHAMPION)
+    if champion is None:
         raise ModelNotFoundError(
             f"no version of registered model {settings.model_name!r} has alias {CHAMPION!r}: "
             "there is no training profile to compare requests with; train a model first"
-        ) from exc
-    run_id = version.run_id or version.tags.get("run_id")
+        )
     try:
-        profile = mlflow.artifacts.load_dict(f"runs:/{run_id}/{PROFILE_ARTIFACT}")
-    except (MlflowException, OSError) as exc:
+        if champion.run_id is None:
+            raise ModelNotFoundError("the version has no training run")
+        profile = mlflow_store.run_profile(settings, champion.run_id)
+    except ModelNotFoundError as exc:
         raise ModelNotFoundError(
-            f"champion {settings.model_name} v{version.version} (run {run_id}) has no {PROFILE_ARTIFACT}"
+            f"champion {settings.model_name} v{champion.version} (run {champion.run_id}) has no {PROFILE_ARTIFACT}"
         ) from exc
-    return Champion(str(version.version), str(run_id), profile)
+    return Champion(champion.version, str(champion.run_id), profile)
 
 
 def _listing_rows(hit: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,7 +120,12 @@ def _listing_rows(hit: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def fetch_window(
-    client: Elasticsearch, start: datetime, end: datetime, *, max_listings: int, index: str = REQUESTS_INDEX
+    client: Elasticsearch,
+    start: datetime,
+    end: datetime,
+    *,
+    max_listings: int,
+    index: str = REQUESTS_INDEX_PATTERN,
 ) -> tuple[pd.DataFrame, int]:
     """Listings of successful requests in ``[start, end)``, most recent first; and the request count."""
     from elasticsearch import ApiError, TransportError
@@ -226,7 +223,7 @@ def monitoring_documents(
             "window": window,
         },
     }
-    return f"{MONITORING_PREFIX}{end:%Y.%m}", docs
+    return monitoring_index(f"{end:%Y.%m}"), docs
 
 
 def index_documents(client: Elasticsearch, index: str, docs: dict[str, dict[str, Any]]) -> None:
@@ -242,24 +239,14 @@ def index_documents(client: Elasticsearch, index: str, docs: dict[str, dict[str,
 
 def log_to_mlflow(settings: Settings, report: Path, result: DriftResult, champion: Champion) -> str:
     """One run in the monitoring experiment: PSI metrics, verdict tags, the report and the result."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from price_alchemy.training.tracking import configure_mlflow
-
-    configure_mlflow(settings)
-    name = f"{settings.experiment_name}-monitoring"
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(name, artifact_location=_artifact_location(settings, name))
+    mlflow_store.configure(settings)
+    experiment_id = mlflow_store.ensure_experiment(
+        settings, settings.experiment_name + MONITORING_EXPERIMENT_SUFFIX
     )
-    with mlflow.start_run(
+    with mlflow_store.run(
         experiment_id=experiment_id, run_name=f"drift {result.window_end:%Y-%m-%d %H:%M}"
-    ) as run:
-        mlflow.set_tags(
+    ) as run_id:
+        mlflow_store.set_tags(
             {
                 "price_alchemy.stage": "monitoring",
                 "drift.status": result.status,
@@ -268,23 +255,18 @@ def log_to_mlflow(settings: Settings, report: Path, result: DriftResult, champio
                 "model.run_id": champion.run_id,
             }
         )
-        mlflow.log_params(
+        mlflow_store.log_params(
             {
                 "window_start": result.window_start.isoformat(),
                 "window_end": result.window_end.isoformat(),
                 "min_listings": result.min_listings,
             }
         )
-        mlflow.log_metrics({f"psi_{f.feature}": f.value for f in result.features})
-        mlflow.log_metrics({"listings": result.listings, "requests": result.requests})
-        mlflow.log_artifact(str(report), artifact_path="drift")
-        mlflow.log_dict(result.to_dict(), "drift/result.json")
-    return str(run.info.run_id)
-
-
-def _artifact_location(settings: Settings, name: str) -> str | None:
-    base = settings.artifact_location
-    return None if base is None else f"{base.rstrip('/')}/{name}"
+        mlflow_store.log_metrics({f"psi_{f.feature}": f.value for f in result.features})
+        mlflow_store.log_metrics({"listings": result.listings, "requests": result.requests})
+        mlflow_store.log_file(report, "drift")
+        mlflow_store.log_dict(result.to_dict(), "drift/result.json")
+    return run_id
 
 
 def run_monitor(

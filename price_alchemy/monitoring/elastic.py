@@ -67,14 +67,3 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def is_up(client: Elasticsearch) -> bool:
-    """Whether the cluster answers (``/_cluster/health``: the test node does not serve ``GET /``)."""
-    from elasticsearch import ApiError, TransportError
-
-    try:
-        client.cluster.health(timeout="5s")
-    except (ApiError, TransportError):
-        return False
-    return True

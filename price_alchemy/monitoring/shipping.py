@@ -27,20 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from price_alchemy.errors import PriceAlchemyError
+from price_alchemy.errors import InvalidEventError, ShippingError, TransientError
 from price_alchemy.eventlog import EventLogReader, EventLogWriter, LogRecord
-from price_alchemy.monitoring.sinks import (
-    InvalidEventError,
-    ItemResult,
-    Sink,
-    TransientError,
-    event_id,
-    index_name,
-)
+from price_alchemy.monitoring.sinks import ItemResult, Sink, event_id, index_name
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from price_alchemy.config import Settings
 
 log = logging.getLogger(__name__)
@@ -49,10 +40,6 @@ READER_NAME = "shipper"
 DEAD_LETTER_DIR = "dead-letter"
 #: How long ``--once`` keeps retrying an unreachable target before giving up with an error.
 ONCE_GIVE_UP_S = 30.0
-
-
-class ShippingError(PriceAlchemyError):
-    """The events could not be shipped (target unreachable for too long, another shipper running)."""
 
 
 @dataclass(frozen=True)
@@ -290,7 +277,7 @@ def make_sink(settings: Settings) -> Sink:
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT/SIGTERM set ``stop`` (the current batch is finished or left uncommitted, never half)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -303,38 +290,3 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def run_shipper(settings: Settings, *, follow: bool, console: Console) -> ShipStats:
-    """The ``price-alchemy ship`` command: the backlog (``--once``) or continuously (``--follow``)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    # one INFO line per HTTP request from the client would bury the progress display
-    logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.getLogger().level))
-    sink = make_sink(settings)
-    stop = threading.Event()
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]ship[/] to {task.fields[sink]}: {task.completed:,} events"),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    task = progress.add_task("ship", total=None, sink=sink.name, detail="")
-
-    def show(stats: ShipStats) -> None:
-        detail = f"({stats.duplicates:,} already there, {stats.dead_lettered:,} dead-lettered) {stats.state}"
-        progress.update(task, completed=stats.shipped, detail=detail)
-
-    shipper = Shipper(settings.request_log_dir, sink, on_progress=show)
-    with shipper, progress, _stop_on_signals(stop):
-        stats = shipper.follow(stop) if follow else shipper.ship_backlog(stop, give_up_after_s=ONCE_GIVE_UP_S)
-        show(stats)
-    console.print(
-        f"shipped {stats.shipped:,} events to {sink.name} ({stats.delivered:,} new, {stats.duplicates:,} "
-        f"already there), dead-lettered {stats.dead_lettered:,}, {shipper.reader.pending_bytes():,} bytes pending"
-    )
-    if stats.dead_lettered:
-        console.print(f"[yellow]dead letters:[/] {shipper.dead_letter_dir}")
-    return stats

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from price_alchemy.monitoring.templates import REQUESTS_PREFIX, ensure_templates
+from price_alchemy.errors import InvalidEventError, TransientError
+from price_alchemy.monitoring.templates import ensure_templates
+from price_alchemy.names import REQUESTS_INDEX_PREFIX
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -24,14 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Outcome = Literal["delivered", "duplicate", "retry", "rejected"]
-
-
-class TransientError(Exception):
-    """The whole batch could not be delivered now (the target is down, overloaded, timing out)."""
-
-
-class InvalidEventError(ValueError):
-    """An event that no retry can deliver: no id, no usable timestamp."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +57,7 @@ def event_time(event: dict[str, Any]) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def index_name(event: dict[str, Any], prefix: str = REQUESTS_PREFIX) -> str:
+def index_name(event: dict[str, Any], prefix: str = REQUESTS_INDEX_PREFIX) -> str:
     """Daily index of the event's UTC day: ``price-alchemy-requests-YYYY.MM.DD``."""
     return f"{prefix}-{event_time(event):%Y.%m.%d}"
 

@@ -13,13 +13,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from price_alchemy.names import (
+    MONITORING_INDEX_PATTERN,
+    MONITORING_INDEX_PREFIX,
+    REQUESTS_INDEX_PATTERN,
+    REQUESTS_INDEX_PREFIX,
+)
+
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
-REQUESTS_PREFIX = "price-alchemy-requests"
-MONITORING_PREFIX = "price-alchemy-monitoring"
-REQUESTS_TEMPLATE = "price-alchemy-requests"
-MONITORING_TEMPLATE = "price-alchemy-monitoring"
+#: Template names: one template per index family, named after its prefix.
+REQUESTS_TEMPLATE = REQUESTS_INDEX_PREFIX
+MONITORING_TEMPLATE = MONITORING_INDEX_PREFIX
 #: Bumped whenever a mapping changes; stored in the template's ``_meta``.
 TEMPLATE_VERSION = 1
 #: Above Elasticsearch's built-in templates (priority 100 and lower for ``logs-*`` etc.).
@@ -126,11 +132,11 @@ def _settings(total_fields: int) -> dict[str, Any]:
 
 TEMPLATES: dict[str, dict[str, Any]] = {
     REQUESTS_TEMPLATE: {
-        "index_patterns": [f"{REQUESTS_PREFIX}*"],
+        "index_patterns": [REQUESTS_INDEX_PATTERN],
         "template": {"settings": _settings(200), "mappings": REQUESTS_MAPPING},
     },
     MONITORING_TEMPLATE: {
-        "index_patterns": [f"{MONITORING_PREFIX}*"],
+        "index_patterns": [MONITORING_INDEX_PATTERN],
         "template": {"settings": _settings(100), "mappings": MONITORING_MAPPING},
     },
 }

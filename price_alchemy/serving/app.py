@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from price_alchemy import __version__
+from price_alchemy import __version__, mlflow_store
 from price_alchemy.config import Settings, get_settings
 from price_alchemy.serving.batching import MicroBatcher
 from price_alchemy.serving.deps import ServingState
 from price_alchemy.serving.handlers import install_handlers
 from price_alchemy.serving.metrics import ServingMetrics
 from price_alchemy.serving.middleware import RequestMiddleware
-from price_alchemy.serving.model_store import ModelStore, configure_mlflow_client_env
+from price_alchemy.serving.model_store import ModelStore
 from price_alchemy.serving.request_log import RequestEventLog
 from price_alchemy.serving.routes import health, model, predict
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_mlflow_client_env()
+        mlflow_store.serving_defaults()
         settings.ensure_home()
         store = ModelStore(
             settings,

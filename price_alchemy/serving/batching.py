@@ -20,18 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from price_alchemy.errors import PriceAlchemyError
+from price_alchemy.errors import ModelNotReadyError, PredictionError
 from price_alchemy.serving.model_store import LoadedModel, ModelStore, listings_frame
 
 log = logging.getLogger(__name__)
-
-
-class ModelNotReadyError(PriceAlchemyError):
-    """No model is loaded yet (or none could be): the API answers 503."""
-
-
-class PredictionError(PriceAlchemyError):
-    """The model failed on a batch (a bug, not bad input: inputs are validated before)."""
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,14 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from price_alchemy.config import Settings
-from price_alchemy.errors import PriceAlchemyError
-from price_alchemy.serving.batching import MicroBatcher, ModelNotReadyError
+from price_alchemy.errors import AuthenticationError, ModelNotReadyError
+from price_alchemy.serving.batching import MicroBatcher
 from price_alchemy.serving.metrics import ServingMetrics
 from price_alchemy.serving.middleware import request_context
 from price_alchemy.serving.model_store import LoadedModel, ModelStore
 from price_alchemy.serving.request_log import RequestContext, RequestEventLog
 
 API_KEY_HEADER = "X-API-Key"
-
-
-class AuthenticationError(PriceAlchemyError):
-    """Missing or wrong API key: the API answers 401."""
 
 
 @dataclass

@@ -9,8 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from price_alchemy.serving.batching import ModelNotReadyError, PredictionError
-from price_alchemy.serving.deps import API_KEY_HEADER, AuthenticationError
+from price_alchemy.errors import AuthenticationError, ModelNotReadyError, PredictionError
+from price_alchemy.serving.deps import API_KEY_HEADER
 from price_alchemy.serving.middleware import BodyTooLargeError, request_context
 
 MAX_ERRORS = 20  # a 1000-listing batch may break the same rule 1000 times; the first ones suffice

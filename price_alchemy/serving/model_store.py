@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import threading
@@ -29,49 +28,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
 from price_alchemy.errors import ModelNotFoundError
+from price_alchemy.profile import PriceInterval
 from price_alchemy.schema import FEATURE_COLUMNS
 from price_alchemy.serving.schemas import EXAMPLE_LISTING
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LoadedModel", "ModelMetadata", "ModelStore", "PriceInterval", "listings_frame"]
+
 POINTER = "current.json"
 METADATA = "metadata.json"
-PROFILE_ARTIFACT = "reference/profile.json"
-
-
-@dataclass(frozen=True)
-class PriceInterval:
-    """Split-conformal log-residual quantiles logged with the model (``profile.json``)."""
-
-    coverage: float
-    log_residual_low: float
-    log_residual_high: float
-    method: str | None = None
-
-    @classmethod
-    def from_profile(cls, profile: dict[str, Any]) -> PriceInterval | None:
-        """The interval in a reference profile, or None when absent or malformed (never invented)."""
-        raw = profile.get("price_interval")
-        if not isinstance(raw, dict):
-            return None
-        try:
-            values = [float(raw[k]) for k in ("coverage", "log_residual_low", "log_residual_high")]
-        except (KeyError, TypeError, ValueError):
-            return None
-        coverage, low, high = values
-        if not all(math.isfinite(v) for v in values) or not 0 < coverage < 1 or low > high:
-            return None
-        method = raw.get("method")
-        return cls(coverage, low, high, str(method) if method is not None else None)
-
-    def bounds(self, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``expm1(log1p(p) + low)`` and ``expm1(log1p(p) + high)``, never below zero."""
-        base = np.log1p(np.maximum(prices, 0.0))
-        return np.maximum(np.expm1(base + self.log_residual_low), 0.0), np.expm1(
-            base + self.log_residual_high
-        )
 
 
 @dataclass(frozen=True)
@@ -129,14 +98,6 @@ def listings_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.astype({"item_condition_id": "int64", "shipping": "int64"})
 
 
-def configure_mlflow_client_env() -> None:
-    """Process-wide MLflow client defaults for a server: fail fast when MLflow is down, no bars."""
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # skops models, trusted types
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
 class ModelStore:
     """The current model, its local cache, and the alias watcher."""
 
@@ -161,56 +122,30 @@ class ModelStore:
         return self._current
 
     # --- registry -------------------------------------------------------------------------
-    def _client(self) -> Any:
-        from mlflow.tracking import MlflowClient
-
-        uri = self.settings.tracking_uri
-        return MlflowClient(tracking_uri=uri, registry_uri=self.settings.mlflow_registry_uri or uri)
-
     def registry_version(self) -> str:
         """The version the alias points at now (raises when MLflow or the alias is unavailable)."""
-        from mlflow.exceptions import MlflowException
-
         name, alias = self.settings.model_name, self.settings.model_alias
         try:
-            return str(self._client().get_model_version_by_alias(name, alias).version)
-        except MlflowException as exc:
+            return mlflow_store.lookup_alias(self.settings, alias).version
+        except mlflow_store.MlflowException as exc:
             raise ModelNotFoundError(f"no version of {name!r} has alias {alias!r}: {exc}") from exc
 
     def _load_from_registry(self, version: str) -> LoadedModel:
-        import mlflow
-
-        client = self._client()
         name = self.settings.model_name
-        mv = client.get_model_version(name, version)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         staging = self.cache_dir / f".staging-{uuid.uuid4().hex[:8]}"
         try:
-            model_dir = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=client.get_model_version_download_uri(name, version),
-                    dst_path=str(staging),
-                    tracking_uri=self.settings.tracking_uri,
-                )
-            )
-            interval = None
-            if mv.run_id:
-                try:
-                    profile_path = client.download_artifacts(mv.run_id, PROFILE_ARTIFACT, str(staging))
-                    interval = PriceInterval.from_profile(json.loads(Path(profile_path).read_text()))
-                except Exception as exc:  # an older run without a profile: serve without a range
-                    log.warning("model %s v%s has no usable %s: %s", name, version, PROFILE_ARTIFACT, exc)
-            rmsle = mv.tags.get("test_rmsle")
+            info = mlflow_store.version_info(self.settings, version)
+            model_dir, profile = mlflow_store.download_version(self.settings, version, staging)
+            rmsle = info.tags.get("test_rmsle")
             meta = ModelMetadata(
                 name=name,
                 version=str(version),
                 alias=self.settings.model_alias,
-                run_id=mv.run_id,
-                trained_at=datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC)
-                if mv.creation_timestamp
-                else None,
+                run_id=info.run_id,
+                trained_at=info.created_at,
                 test_rmsle=float(rmsle) if rmsle not in (None, "") else None,
-                price_interval=interval,
+                price_interval=None if profile is None else PriceInterval.from_profile(profile),
             )
             loaded = self._load_dir(model_dir, meta, source="registry")
             (model_dir / METADATA).write_text(json.dumps(meta.to_json(), indent=2))
@@ -249,10 +184,8 @@ class ModelStore:
     @staticmethod
     def _load_dir(model_dir: Path, meta: ModelMetadata, source: str) -> LoadedModel:
         """Load and warm up a model directory; refuse a model that cannot price a listing."""
-        import mlflow
-
         try:
-            pipeline = mlflow.sklearn.load_model(str(model_dir))
+            pipeline = mlflow_store.load_model(str(model_dir))
         except Exception as exc:
             raise ModelNotFoundError(
                 f"cannot load {meta.name} v{meta.version} from {model_dir}: {exc}"

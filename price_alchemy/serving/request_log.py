@@ -15,6 +15,7 @@ import numpy as np
 from price_alchemy import __version__
 from price_alchemy.config import Settings
 from price_alchemy.eventlog import EventLogWriter
+from price_alchemy.profile import CATEGORY_CUT, listing_signals
 from price_alchemy.serving.model_store import ModelMetadata
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,7 @@ log = logging.getLogger(__name__)
 ECS_VERSION = "8.11.0"
 SERVICE_NAME = "price-alchemy-api"
 DATASET = "price_alchemy.requests"
-MISSING = "(missing)"
-NAME_CUT, CATEGORY_CUT, BRAND_CUT = 100, 255, 100
+NAME_CUT = 100
 #: Prediction routes that get a request event, by path (also when the body is rejected before routing).
 PREDICTION_ROUTES = {"/v1/predict": "predict", "/v1/predict/batch": "predict_batch"}
 
@@ -56,18 +56,9 @@ def _listing_fields(
     row: dict[str, Any], price: float, low: float | None, high: float | None
 ) -> dict[str, Any]:
     category = row.get("category_name")
-    brand = row.get("brand_name")
-    name = row.get("name") or ""
-    out: dict[str, Any] = {
-        "item_condition_id": row.get("item_condition_id"),
-        "shipping": row.get("shipping"),
-        "top_category": category.split("/", 1)[0] if category else MISSING,
-        "brand_name": brand[:BRAND_CUT] if brand else MISSING,
-        "name": name[:NAME_CUT],
-        "name_length": len(name),
-        "description_length": len(row.get("item_description") or ""),
-        "price": price,
-    }
+    out: dict[str, Any] = listing_signals(row)
+    out["name"] = (row.get("name") or "")[:NAME_CUT]
+    out["price"] = price
     if category:
         out["category_name"] = category[:CATEGORY_CUT]
     if low is not None and high is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from price_alchemy.profile import top_category
 from price_alchemy.training.evaluate import error_by_band
 from price_alchemy.training.tuning import TrialRecord
 
@@ -41,7 +42,7 @@ def predicted_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, path: Path) -> P
 
 def residuals_by_category(test: pd.DataFrame, y_pred: np.ndarray, path: Path) -> Path:
     plt = _pyplot()
-    top = test["category_name"].fillna("(missing)").astype(str).str.split("/").str[0]
+    top = top_category(test["category_name"])
     residual = np.log1p(y_pred) - np.log1p(test["price"].to_numpy())
     frame = pd.DataFrame({"category": top.to_numpy(), "residual": residual})
     order = frame.groupby("category")["residual"].size().sort_values(ascending=False).index[:12]

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from price_alchemy import mlflow_store
 from price_alchemy.errors import TrainingError
 from price_alchemy.estimators import WeightedBlend
 from price_alchemy.features import build_featurizer, build_pipeline
@@ -143,6 +143,6 @@ def fit_tuned_model(
     outcome, result = search(train, valid, params, on_stage=on_stage, on_trial=on_trial)
     if on_stage is not None:
         on_stage(f"fitting the final {' + '.join(outcome.weights)} model")
-    if mlflow.active_run() is not None and outcome.blend_valid_rmsle is not None:
-        mlflow.log_metric("valid_rmsle_blend", outcome.blend_valid_rmsle)
+    if mlflow_store.active_run_id() is not None and outcome.blend_valid_rmsle is not None:
+        mlflow_store.log_metric("valid_rmsle_blend", outcome.blend_valid_rmsle)
     return FittedModel(fit_final(train, valid, params, outcome), outcome, result)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import mlflow
 import numpy as np
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, space_eval, tpe
 
+from price_alchemy import mlflow_store
 from price_alchemy.params import TuningParams
 from price_alchemy.training.evaluate import rmse
 from price_alchemy.training.families import describe, make_estimator, search_space
@@ -80,8 +80,8 @@ def tune(
         family = config["family"]
         started = time.perf_counter()
         record = TrialRecord(number, family, describe(config), None, 0.0)
-        with mlflow.start_run(run_name=f"trial-{number:03d}-{family}", nested=True):
-            mlflow.log_params(record.params)
+        with mlflow_store.run(run_name=f"trial-{number:03d}-{family}", nested=True):
+            mlflow_store.log_params(record.params)
             try:
                 estimator = make_estimator(config, seed=params.seed, n_jobs=n_jobs).fit(X_train, y_train_log)
                 valid_log_pred = np.clip(estimator.predict(X_valid), 0.0, None)
@@ -89,11 +89,11 @@ def tune(
             except Exception as exc:  # a bad corner of the space must not end the search
                 record.error = f"{type(exc).__name__}: {exc}"
                 log.warning("trial %d (%s) failed: %s", number, family, record.error)
-                mlflow.set_tag("error", record.error[:500])
+                mlflow_store.set_tag("error", record.error[:500])
             record.seconds = time.perf_counter() - started
-            mlflow.log_metric("fit_seconds", record.seconds)
+            mlflow_store.log_metric("fit_seconds", record.seconds)
             if record.valid_rmsle is not None:
-                mlflow.log_metric("valid_rmsle", record.valid_rmsle)
+                mlflow_store.log_metric("valid_rmsle", record.valid_rmsle)
         result.trials.append(record)
         if on_trial is not None:
             on_trial(record)

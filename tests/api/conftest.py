@@ -19,7 +19,7 @@ from serving_helpers import AppFactory, Registry
 from price_alchemy.config import Settings
 from price_alchemy.params import Params
 from price_alchemy.serving.app import create_app
-from price_alchemy.training.pipeline import run_training
+from price_alchemy.training.stages import run_training
 
 
 @pytest.fixture(scope="session")

@@ -174,12 +174,12 @@ def test_model_version_per_minute(node: Elasticsearch, known: tuple[list, dict[s
 
 
 def test_drift_panel_reads_the_monitoring_documents(node: Elasticsearch) -> None:
-    from price_alchemy.monitoring.drift_job import MONITORING_PREFIX
+    from price_alchemy.names import monitoring_index
 
     values = {(0, "price"): 0.31, (0, "shipping"): 0.02, (1, "price"): 0.05, (1, "shipping"): 0.04}
     actions = [
         {
-            "_index": f"{MONITORING_PREFIX}2025.06",
+            "_index": monitoring_index("2025.06"),
             "_id": f"{hour}-{feature}",
             "_source": {
                 "@timestamp": (T0 + timedelta(hours=hour)).isoformat(),
@@ -191,7 +191,7 @@ def test_drift_panel_reads_the_monitoring_documents(node: Elasticsearch) -> None
     # A summary document has no feature: it must not appear as a line of the chart.
     actions.append(
         {
-            "_index": f"{MONITORING_PREFIX}2025.06",
+            "_index": monitoring_index("2025.06"),
             "_id": "summary",
             "_source": {"@timestamp": T0.isoformat(), "drift": {"type": "summary", "value": 0.31}},
         }

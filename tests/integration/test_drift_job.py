@@ -37,7 +37,7 @@ from price_alchemy.monitoring.drift import WINDOW_COLUMNS
 from price_alchemy.monitoring.drift_job import run_monitor
 from price_alchemy.monitoring.templates import ensure_templates
 from price_alchemy.params import Params
-from price_alchemy.training.pipeline import run_training
+from price_alchemy.training.stages import run_training
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ from elasticsearch import Elasticsearch
 from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.monitoring.templates import ensure_templates
 from price_alchemy.params import Params
-from price_alchemy.training.pipeline import run_training
+from price_alchemy.training.stages import run_training
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from real_services import free_port
 
 from price_alchemy.config import Settings
 from price_alchemy.params import Params
-from price_alchemy.training.pipeline import run_training
+from price_alchemy.training.stages import run_training
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,10 @@ from mlflow.tracking import MlflowClient
 from price_alchemy.config import Settings
 from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.errors import TrainingError
+from price_alchemy.names import CHALLENGER, CHAMPION
 from price_alchemy.params import Params
 from price_alchemy.schema import FEATURE_COLUMNS
-from price_alchemy.training.pipeline import TrainingResult, run_training
-from price_alchemy.training.registry import CHALLENGER, CHAMPION
+from price_alchemy.training.stages import TrainingResult, run_training
 
 pytestmark = pytest.mark.integration
 

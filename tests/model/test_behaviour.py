@@ -20,10 +20,11 @@ import pytest
 from price_alchemy import schema
 from price_alchemy.config import Settings
 from price_alchemy.data.synthetic import generate_listings
+from price_alchemy.mlflow_store import configure as configure_mlflow
 from price_alchemy.params import Params
 from price_alchemy.split import split_listings
-from price_alchemy.training.pipeline import FittedModel, fit_tuned_model, usable_for_training
-from price_alchemy.training.tracking import configure_mlflow
+from price_alchemy.training.search import FittedModel, fit_tuned_model
+from price_alchemy.training.stages import usable_for_training
 
 pytestmark = pytest.mark.model
 

@@ -96,7 +96,7 @@ def test_configuring_mlflow_does_not_pin_later_settings_to_that_store(tmp_path: 
     MLflow's ``set_tracking_uri`` exports ``MLFLOW_TRACKING_URI`` for subprocesses, and Settings
     reads that variable as an explicit tracking server.
     """
-    from price_alchemy.training.tracking import configure_mlflow
+    from price_alchemy.mlflow_store import configure as configure_mlflow
 
     first = Settings(_env_file=None, home=tmp_path / "first")
     configure_mlflow(first)

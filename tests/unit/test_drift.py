@@ -22,17 +22,20 @@ from price_alchemy.monitoring.drift import (
     compute_drift,
     numeric_reference,
     psi,
-    window_from_listings,
 )
 from price_alchemy.params import MonitoringParams, Params, load_params
-from price_alchemy.profile import bin_counts, histogram, quantile_edges
-from price_alchemy.training.pipeline import reference_profile
+from price_alchemy.profile import bin_counts, histogram, quantile_edges, reference_profile, signals_frame
 
 pytestmark = pytest.mark.unit
 
 END = datetime(2025, 6, 1, 12, tzinfo=UTC)
 START = END - timedelta(hours=24)
 PARAMS = MonitoringParams()
+
+
+def window_from_listings(listings: pd.DataFrame, predictions: np.ndarray) -> pd.DataFrame:
+    """A window frame from canonical listings and their predicted prices, as the API would log them."""
+    return signals_frame(listings).assign(price=np.asarray(predictions, dtype=np.float64))
 
 
 def _predictions(listings: pd.DataFrame) -> np.ndarray:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from price_alchemy import schema
-from price_alchemy.data import files
+from price_alchemy.data import readers
 from price_alchemy.data.files import ReadResult, read_listings, write_listings
 from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.errors import DataFormatError
@@ -167,8 +167,8 @@ def test_fast_and_careful_paths_agree(tmp_path: Path, monkeypatch: pytest.Monkey
     df = generate_listings(400, seed=6)
     path = write_listings(df, tmp_path / "train.tsv")
     fast = read_listings(path).listings
-    monkeypatch.setattr(files, "_read_fast", lambda *args, **kwargs: None)
-    monkeypatch.setattr(files, "CHUNK_ROWS", 150)
+    monkeypatch.setattr(readers, "_read_fast", lambda *args, **kwargs: None)
+    monkeypatch.setattr(readers, "CHUNK_ROWS", 150)
     seen: list[int] = []
     careful = read_listings(path, on_progress=seen.append)
     pd.testing.assert_frame_equal(fast, careful.listings)

@@ -1,5 +1,7 @@
 """Static checks of the Kibana saved objects (Kibana cannot run here) and of the import script.
 
+- the committed NDJSON is exactly what ``monitoring.kibana`` generates from ``monitoring.panels``
+  (so editing either by hand fails), and ``scripts/kibana_objects.py --check`` says so;
 - the NDJSON holds the two data views, one visualization per panel of ``monitoring.panels`` and a
   dashboard showing each of them, and every reference resolves;
 - each visualization's ``visState`` aggregations, translated the way Kibana's aggregation-based
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,13 +26,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from price_alchemy.monitoring import panels
+from price_alchemy import names
+from price_alchemy.monitoring import kibana, panels
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 NDJSON = ROOT / "docker" / "kibana" / "price-alchemy-dashboards.ndjson"
 SCRIPT = ROOT / "scripts" / "kibana_import.sh"
+GENERATOR = ROOT / "scripts" / "kibana_objects.py"
 KIBANA_INTERVALS = {"m": "1m", "h": "1h", "d": "1d", "s": "1s"}
 AGGREGATABLE = {"keyword", "long", "integer", "short", "float", "double", "scaled_float", "date", "boolean"}
 
@@ -96,17 +102,108 @@ def flatten_panel(aggs: dict[str, Any]) -> dict[str, Any]:
     return {"buckets": buckets, "metrics": metrics}
 
 
+def test_committed_ndjson_is_the_generators_output() -> None:
+    generated = kibana.render_ndjson(kibana.saved_objects())
+    assert NDJSON.read_text(encoding="utf-8") == generated, (
+        f"{NDJSON} is generated from price_alchemy/monitoring/panels.py: "
+        "run `python scripts/kibana_objects.py` instead of editing it"
+    )
+    assert NDJSON == ROOT / kibana.SAVED_OBJECTS_FILE
+
+
+def test_rendering_is_stable_one_object_per_line_newline_terminated() -> None:
+    objects = kibana.saved_objects()
+    text = kibana.render_ndjson(objects)
+    assert text == kibana.render_ndjson(kibana.saved_objects())
+    assert text.endswith("}\n") and "\n\n" not in text
+    assert [json.loads(line) for line in text.splitlines()] == objects
+    kinds = [o["type"] for o in objects]
+    assert kinds == ["index-pattern"] * 2 + ["visualization"] * len(panels.PANELS) + ["dashboard"]
+
+
+def test_check_script_passes_on_the_committed_file_and_fails_with_a_diff_on_an_edit(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0, ok.stderr
+    committed = NDJSON.read_text(encoding="utf-8")
+    objects = [json.loads(line) for line in committed.splitlines()]
+    objects[0]["attributes"]["name"] = "edited by hand"
+    edited = tmp_path / "edited.ndjson"
+    edited.write_text(kibana.render_ndjson(objects), encoding="utf-8")
+    bad = subprocess.run(
+        [sys.executable, str(GENERATOR), "--check", "--path", str(edited)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    view = panels.DATA_VIEWS["requests"]
+    assert '-    "name": "edited by hand"' in bad.stderr and f'+    "name": "{view.name}"' in bad.stderr
+    written = tmp_path / "written.ndjson"
+    wrote = subprocess.run(
+        [sys.executable, str(GENERATOR), "--path", str(written)], capture_output=True, text=True, timeout=60
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    assert written.read_text(encoding="utf-8") == committed
+
+
+@pytest.mark.parametrize(
+    ("aggs", "message"),
+    [
+        ({"u": {"cardinality": {"field": "x"}}}, "not translated"),
+        ({"t": {"terms": {"field": "x", "size": 5, "order": {"_key": "asc"}}}}, "options ['order']"),
+        (
+            {"a": {"terms": {"field": "x", "size": 5}}, "b": {"terms": {"field": "y", "size": 5}}},
+            "one bucket",
+        ),
+        ({"m": {"max": {"field": "v"}}, "t": {"terms": {"field": "x", "size": 5}}}, "innermost"),
+        (
+            {"t": {"terms": {"field": "x", "size": 5}, "histogram": {"field": "y", "interval": 1}}},
+            "exactly one",
+        ),
+    ],
+)
+def test_generator_refuses_aggregations_it_cannot_translate(aggs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kibana.vis_aggs(aggs, panels.Chart("line", "Requests"))
+
+
+def test_xy_chart_refuses_more_than_an_axis_and_a_split() -> None:
+    three = {
+        "a": {
+            "terms": {"field": "x", "size": 5},
+            "aggs": {
+                "b": {"terms": {"field": "y", "size": 5}, "aggs": {"c": {"terms": {"field": "z", "size": 5}}}}
+            },
+        }
+    }
+    with pytest.raises(ValueError, match="3 bucket levels"):
+        kibana.vis_aggs(three, panels.Chart("histogram", "Requests"))
+    assert [a["schema"] for a in kibana.vis_aggs(three, panels.Chart("pie"))] == ["metric"] + ["segment"] * 3
+
+
+def test_chart_refuses_a_value_axis_on_a_pie_and_none_on_a_line() -> None:
+    with pytest.raises(ValueError, match="pie"):
+        panels.Chart("pie", "Requests")
+    with pytest.raises(ValueError, match="value_label"):
+        panels.Chart("line")
+
+
 def test_data_views_are_the_two_index_patterns_on_timestamp(objects: dict[tuple[str, str], Any]) -> None:
     views = _of_type(objects, "index-pattern")
     assert {v["attributes"]["title"]: v["attributes"]["timeFieldName"] for v in views.values()} == {
-        panels.REQUESTS_INDEX: "@timestamp",
-        panels.MONITORING_INDEX: "@timestamp",
+        names.REQUESTS_INDEX_PATTERN: "@timestamp",
+        names.MONITORING_INDEX_PATTERN: "@timestamp",
     }
-    assert set(views) == set(panels.DATA_VIEW_IDS.values())
+    # Stable ids: importing again overwrites these objects instead of adding copies.
+    assert set(views) == {v.id for v in panels.DATA_VIEWS.values()}
+    assert set(views) == {"price-alchemy-requests", "price-alchemy-monitoring"}
 
 
 def test_dashboard_shows_every_panel_once_and_references_resolve(objects: dict[tuple[str, str], Any]) -> None:
-    dashboard = objects[("dashboard", panels.DASHBOARD_ID)]
+    dashboard = objects[("dashboard", kibana.DASHBOARD_ID)]
+    assert kibana.DASHBOARD_ID == "price-alchemy-dashboard"
     entries = json.loads(dashboard["attributes"]["panelsJSON"])
     refs = {r["name"]: r for r in dashboard["references"]}
     shown = []
@@ -134,13 +231,14 @@ def test_visualization_requests_exactly_the_panel_aggregation(
     vis = objects[("visualization", panel.id)]
     state = json.loads(vis["attributes"]["visState"])
     assert state["title"] == vis["attributes"]["title"] == panel.title
+    assert state["type"] == state["params"]["type"] == panel.chart.type
     assert kibana_to_es(state) == flatten_panel(panel.aggs)
     source = json.loads(vis["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
     (ref,) = [r for r in vis["references"] if r["name"] == source["indexRefName"]]
     assert ref == {
         "name": source["indexRefName"],
         "type": "index-pattern",
-        "id": panels.DATA_VIEW_IDS[panel.data_view],
+        "id": panels.DATA_VIEWS[panel.data_view].id,
     }
 
 

@@ -10,7 +10,6 @@ from pydantic import ValidationError
 
 from price_alchemy.errors import ConfigError
 from price_alchemy.params import Params, load_params
-from price_alchemy.training.job import with_budget
 
 pytestmark = pytest.mark.unit
 
@@ -128,10 +127,10 @@ def test_parameters_are_frozen() -> None:
 def test_with_budget_overrides_only_what_is_given() -> None:
     params = load_params()
 
-    assert with_budget(params) is params
-    evals_only = with_budget(params, max_evals=3)
+    assert params.with_budget() is params
+    evals_only = params.with_budget(max_evals=3)
     assert (evals_only.tuning.max_evals, evals_only.tuning.timeout_s) == (3, 150.0)
-    both = with_budget(params, max_evals=4, timeout=20)
+    both = params.with_budget(max_evals=4, timeout=20)
     assert (both.tuning.max_evals, both.tuning.timeout_s) == (4, 20)
     assert both.tuning.families == params.tuning.families and both.split == params.split
     assert params.tuning.max_evals == 24  # the original is untouched

@@ -1,0 +1,46 @@
+"""Names that cross a process or system boundary, defined once and imported everywhere else.
+
+A registry alias, an artifact path or an index name is written by one component and read by
+another (training writes ``reference/profile.json``, the API and the drift monitor read it; the API
+writes request events, the shipper indexes them, Kibana and the drift monitor query them). Each
+such name lives here so the two sides cannot drift apart. No imports beyond the standard library:
+``config`` and every layer may import this module.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- MLflow registry aliases ---------------------------------------------------------------
+CHAMPION: Final = "champion"
+CHALLENGER: Final = "challenger"
+
+# --- artifacts logged to a training run (read back by serving, monitoring and later stages) ----
+PROFILE_ARTIFACT: Final = "reference/profile.json"
+"""The training profile (drift reference) and the price interval, in one JSON document."""
+SEARCH_OUTCOME_ARTIFACT: Final = "search/outcome.json"
+"""What the hyperparameter search chose; the fit stage of a separate process reads it back."""
+PROMOTION_ARTIFACT: Final = "promotion.json"
+MODEL_ARTIFACT: Final = "model"
+MONITORING_EXPERIMENT_SUFFIX: Final = "-monitoring"
+
+# --- Elasticsearch indices -----------------------------------------------------------------
+REQUESTS_INDEX_PREFIX: Final = "price-alchemy-requests"
+"""Daily request-event indices are ``<prefix>-YYYY.MM.DD``."""
+REQUESTS_INDEX_PATTERN: Final = f"{REQUESTS_INDEX_PREFIX}*"
+MONITORING_INDEX_PREFIX: Final = "price-alchemy-monitoring"
+"""Monthly drift-result indices are ``<prefix>-YYYY.MM``."""
+MONITORING_INDEX_PATTERN: Final = f"{MONITORING_INDEX_PREFIX}*"
+
+# --- the value that stands for an absent categorical field ---------------------------------
+MISSING: Final = "(missing)"
+
+
+def requests_index(day: str) -> str:
+    """The request-event index of a UTC day given as ``YYYY.MM.DD``."""
+    return f"{REQUESTS_INDEX_PREFIX}-{day}"
+
+
+def monitoring_index(month: str) -> str:
+    """The drift-result index of a month given as ``YYYY.MM``."""
+    return f"{MONITORING_INDEX_PREFIX}-{month}"
