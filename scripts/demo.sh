@@ -14,9 +14,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-export PRICE_ALCHEMY_HOME=${PRICE_ALCHEMY_HOME:-$PWD/.price_alchemy}
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=${MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR:-false}
 PA=.venv/bin/price-alchemy
+# Home, API address, tracking URI: as the package resolves them (environment, then .env).
+settings=$("$PA" config --shell) || { echo "demo.sh: \`price-alchemy config --shell\` failed" >&2 && exit 1; }
+eval "$settings"
 
 rows=10000 max_evals="" timeout="" ui=1
 while [ $# -gt 0 ]; do
@@ -40,37 +42,27 @@ if bash scripts/airflow.sh status >/dev/null 2>&1; then
 fi
 
 step "1. train through Airflow: airflow dags test price_alchemy_training, conf $conf"
-log=$PRICE_ALCHEMY_HOME/airflow/last-dags-test.log
+log=${AIRFLOW_HOME:-$PRICE_ALCHEMY_AIRFLOW_HOME}/last-dags-test.log
 mkdir -p "$(dirname "$log")"
 echo "(full Airflow log: $log)"
 # Show the pipeline's own messages and the task outcomes; keep everything in the log file.
 bash scripts/airflow.sh dags-test "$conf" 2>&1 | tee "$log" |
   grep --line-buffered -E '\[price_alchemy\.(tasks|ingest)\]|\[DAG TEST\] (starting|end) task|Task failed|DagRun Finished' |
   sed -E -u 's/^[0-9T:.-]+Z \[[a-z ]+\] //; s/ +\[(price_alchemy|airflow)[^]]*\].*$//; s/ map_index=-1//' || true
-if ! grep -q 'DagRun Finished:.*state=success' "$log"; then
-  echo "demo.sh: the price_alchemy_training run did not succeed; see $log" >&2
+# Success is the run's state in Airflow's metadata DB (and each task's), not a line in the log.
+if ! bash scripts/airflow.sh run-state; then
+  echo "demo.sh: the price_alchemy_training run did not succeed; full log: $log" >&2
   exit 1
 fi
 
 step "2. predict new listings with the champion"
 new=$PRICE_ALCHEMY_HOME/demo/new_listings.tsv predictions=$PRICE_ALCHEMY_HOME/demo/predictions.csv
 "$PA" generate --rows 10 --seed 1 --start-id 10000000 --test-format --output "$new"
-"$PA" predict --input "$new" --output "$predictions"
-.venv/bin/python - "$new" "$predictions" <<'EOF'
-import sys
-
-import pandas as pd
-
-listings = pd.read_csv(sys.argv[1], sep="\t").merge(pd.read_csv(sys.argv[2]), on="test_id")
-listings["brand_name"] = listings["brand_name"].fillna("")
-listings["name"] = listings["name"].str.slice(0, 40)
-shown = listings[["test_id", "name", "item_condition_id", "brand_name", "price"]]
-print(shown.to_string(index=False, formatters={"price": "${:,.2f}".format}))
-EOF
+"$PA" predict --input "$new" --output "$predictions" --show 10
 
 step "3. serve the champion over REST (and ship request logs to a local Elasticsearch)"
 bash scripts/services.sh start
-api=http://127.0.0.1:${PRICE_ALCHEMY_SERVE_PORT:-8000}
+api=$PRICE_ALCHEMY_API_URL
 sample='{"name": "Nike Air Max 90 sneakers, size 10", "item_condition_id": 3, "category_name": "Men/Shoes/Athletic", "brand_name": "Nike", "shipping": 1, "item_description": "Worn a few times, no box."}'
 echo "\$ curl -s $api/v1/predict -H 'Content-Type: application/json' -d '$sample'"
 curl -fsS "$api/v1/predict" -H 'Content-Type: application/json' -d "$sample" | .venv/bin/python -m json.tool
@@ -91,9 +83,13 @@ if [ "$ui" = 1 ]; then
   echo "in-process, so their logs are in $log; runs triggered from the UI keep their logs in the UI."
 fi
 home_env=""
-[ "$PRICE_ALCHEMY_HOME" = "$PWD/.price_alchemy" ] || home_env="PRICE_ALCHEMY_HOME=$PRICE_ALCHEMY_HOME "
+[ "$PRICE_ALCHEMY_HOME" = "$(pwd -P)/.price_alchemy" ] || home_env="PRICE_ALCHEMY_HOME=$(printf %q "$PRICE_ALCHEMY_HOME") "
+case $PRICE_ALCHEMY_TRACKING_URI in
+sqlite:* | file:*) mlflow_ui=".venv/bin/mlflow ui --backend-store-uri $(printf %q "$PRICE_ALCHEMY_TRACKING_URI") --port 5000" ;;
+*) mlflow_ui="$PRICE_ALCHEMY_TRACKING_URI (the configured tracking server)" ;;
+esac
 echo
-echo "MLflow UI:      .venv/bin/mlflow ui --backend-store-uri sqlite:///$PRICE_ALCHEMY_HOME/mlflow.db --port 5000"
+echo "MLflow UI:      $mlflow_ui"
 echo "API:            $api/docs (OpenAPI), $api/v1/model, $api/metrics"
 echo "Stop it all:    ${home_env}bash scripts/services.sh stop   (API, shipper, Elasticsearch, Airflow UI)"
 echo "Done in $((SECONDS - started)) s."

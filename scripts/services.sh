@@ -7,18 +7,24 @@
 #   scripts/services.sh status    what runs, where
 #   scripts/services.sh env       exports for using them from a shell: eval "$(scripts/services.sh env)"
 #
-# State and logs: $PRICE_ALCHEMY_HOME/services/ (api.log, shipper.log, *.pid). The API listens on
-# $PRICE_ALCHEMY_SERVE_PORT (default 8000). Without Java or the Elasticsearch download, the API
-# still starts: request events wait in the durable buffer ($PRICE_ALCHEMY_HOME/request-log/) until
-# a shipper can deliver them.
+# Home, host and port are the settings as `price-alchemy config` resolves them in the repository
+# (environment, then its .env). State and logs: $PRICE_ALCHEMY_HOME/services/ (api.log, shipper.log,
+# *.pid). The API listens on $PRICE_ALCHEMY_SERVE_HOST:$PRICE_ALCHEMY_SERVE_PORT (default
+# 127.0.0.1:8000). Without Java or the Elasticsearch download, the API still starts: request events
+# wait in the durable buffer ($PRICE_ALCHEMY_HOME/request-log/) until a shipper can deliver them.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-export PRICE_ALCHEMY_HOME=${PRICE_ALCHEMY_HOME:-$REPO/.price_alchemy}
-RUN=$PRICE_ALCHEMY_HOME/services
 PY=$REPO/.venv/bin/python
 PA=$REPO/.venv/bin/price-alchemy
-PORT=${PRICE_ALCHEMY_SERVE_PORT:-8000}
-API=http://127.0.0.1:$PORT
+# A relative home the caller gave is relative to the caller's directory, not to the repository.
+case ${PRICE_ALCHEMY_HOME:-/} in /*) ;; *) export PRICE_ALCHEMY_HOME=$PWD/$PRICE_ALCHEMY_HOME ;; esac
+settings=$(cd "$REPO" && "$PA" config --shell) || {
+  echo "services.sh: cannot read the settings (\`price-alchemy config --shell\` failed; run scripts/bootstrap.sh?)" >&2
+  exit 1
+}
+eval "$settings"
+RUN=$PRICE_ALCHEMY_HOME/services
+API=$PRICE_ALCHEMY_API_URL
 NODE_STATE=$PRICE_ALCHEMY_HOME/elasticsearch/node.json
 mkdir -p "$RUN"
 
@@ -46,7 +52,7 @@ start_es() {
 start_api() {
   if alive "$RUN/api.pid" >/dev/null; then return 0; fi
   say "starting the API on $API"
-  setsid "$PA" serve --port "$PORT" >"$RUN/api.log" 2>&1 </dev/null &
+  setsid "$PA" serve >"$RUN/api.log" 2>&1 </dev/null & # host and port: the exported settings
   echo $! >"$RUN/api.pid"
   local deadline=$((SECONDS + ${API_START_TIMEOUT:-180}))
   until curl -fs -o /dev/null --max-time 2 "$API/health/ready"; do
@@ -101,13 +107,13 @@ status)
   if pid=$(alive "$RUN/shipper.pid"); then echo "shipper:       pid $pid (log $RUN/shipper.log)"; else echo "shipper:       not running"; fi
   ;;
 env)
-  echo "export PRICE_ALCHEMY_HOME=$PRICE_ALCHEMY_HOME"
+  printf 'export PRICE_ALCHEMY_HOME=%q\n' "$PRICE_ALCHEMY_HOME"
   if "$PY" "$REPO/scripts/elasticsearch.py" status >/dev/null 2>&1 && url=$(es_url); then
-    echo "export PRICE_ALCHEMY_ELASTICSEARCH_URL=$url"
+    printf 'export PRICE_ALCHEMY_ELASTICSEARCH_URL=%q\n' "$url"
   fi
   ;;
 *)
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

@@ -1,9 +1,8 @@
-"""The ``price-alchemy`` command line: generate, ingest, train, predict, inspect, demo, serve, ship, monitor."""
+"""Price Alchemy on the command line: generate, ingest, train, predict, inspect, demo, serve, ship, monitor, config."""
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,33 +10,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from price_alchemy import runtime
+from price_alchemy.cli.screens import (
+    err,
+    out,
+    predictions_table,
+    print_batch,
+    row_progress,
+    ship_with_progress,
+    train_with_progress,
+)
 from price_alchemy.config import Settings, get_settings
 from price_alchemy.errors import PriceAlchemyError
 from price_alchemy.params import Params
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from price_alchemy.monitoring.shipping import ShipStats
-    from price_alchemy.training.stages import TrainingResult
-    from price_alchemy.training.tuning import TrialRecord
+    pass
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-out = Console()
-err = Console(stderr=True)
 
 
 @dataclass
@@ -69,17 +62,6 @@ def _domain_errors() -> Iterator[None]:
     except PriceAlchemyError as exc:
         err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from exc
-
-
-def _row_progress(label: str) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn(label),
-        TextColumn("{task.completed:,} rows"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
 
 
 InputPath = Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False, help="Listings file.")]
@@ -121,7 +103,7 @@ def ingest(
     with (
         _domain_errors(),
         open_warehouse(c.settings) as warehouse,
-        _row_progress(f"reading {input.name}") as bar,
+        row_progress(f"reading {input.name}") as bar,
     ):
         task = bar.add_task("read", total=None)
         checked = ingest_file(
@@ -132,22 +114,7 @@ def ingest(
             batch_id=batch_id,
             on_progress=lambda n: bar.update(task, completed=n),
         )
-    _print_batch(checked)
-
-
-def _print_batch(checked: object) -> None:
-    from price_alchemy.ingest import CheckedBatch
-
-    assert isinstance(checked, CheckedBatch)
-    out.print(
-        f"batch [bold]{checked.batch_id}[/]: {checked.read.n_records:,} records, "
-        f"{len(checked.valid):,} loaded, {len(checked.quarantine):,} quarantined "
-        f"({checked.bad_fraction:.2%}); validation {'PASSED' if checked.passed else 'FAILED'}"
-    )
-    for reason, count in checked.reason_counts().head(8).items():
-        out.print(f"  quarantined: {count:>6,}  {reason}")
-    for kind, path in checked.report_paths.items():
-        out.print(f"  report ({kind}): {path}")
+    print_batch(checked)
 
 
 @app.command()
@@ -176,7 +143,7 @@ def train(
     with _domain_errors():
         listings, source = training_listings(c.settings, c.params, input_path=input, query=query)
         out.print(f"training on {len(listings):,} validated listings from {source}")
-        result = _train_with_progress(c, listings, source, max_evals, timeout)
+        result = train_with_progress(c.settings, c.params, listings, source, max_evals, timeout)
     out.print(
         f"[bold]model {c.settings.model_name} v{result.model_version}[/] (run {result.run_id}) "
         f"in {result.seconds:.0f}s, {result.n_trials} trials"
@@ -188,40 +155,6 @@ def train(
     decision = result.decision
     verdict = "[green]PROMOTED to champion[/]" if decision.promoted else "[yellow]not promoted[/]"
     out.print(f"  promotion: {verdict}: {decision.reason}")
-
-
-def _train_with_progress(
-    c: Context, listings: pd.DataFrame, source: str, max_evals: int | None, timeout: float | None
-) -> TrainingResult:
-    from price_alchemy.training.stages import run_training
-
-    params = c.params.with_budget(max_evals, timeout)
-    budget = params.tuning.max_evals
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err) as bar:
-        task = bar.add_task("tuning", total=budget)
-        best: list[float] = []
-
-        def on_trial(trial: TrialRecord) -> None:
-            if trial.valid_rmsle is not None:
-                best.append(trial.valid_rmsle)
-            shown = f"best valid RMSLE {min(best):.4f}" if best else "no successful trial yet"
-            bar.update(task, advance=1, description=f"tuning ({trial.family} {trial.seconds:.1f}s; {shown})")
-
-        return run_training(
-            listings,
-            c.settings,
-            params,
-            source=source,
-            on_stage=lambda message: bar.console.log(message),
-            on_trial=on_trial,
-        )
 
 
 @app.command()
@@ -243,7 +176,7 @@ def predict(
     c: Context = ctx.obj
     with _domain_errors():
         model, uri = load_model(c.settings, model_uri)
-        with _row_progress(f"reading {input.name}") as bar:
+        with row_progress(f"reading {input.name}") as bar:
             task = bar.add_task("read", total=None)
             read = read_listings(input, on_progress=lambda n: bar.update(task, completed=n))
         result = predict_file(model, uri, read, c.params.validation)
@@ -258,39 +191,9 @@ def predict(
         f"wrote {len(result.prices):,} predictions to {output} with {uri}; {len(result.rejected):,} rows rejected"
     )
     if show and not result.prices.empty:
-        out.print(_predictions_table(read.listings, result.prices, show))
+        out.print(predictions_table(read.listings, result.prices, show))
     if result.prices.empty:
         raise typer.Exit(1)
-
-
-def _predictions_table(listings: pd.DataFrame, prices: pd.DataFrame, limit: int) -> Table:
-    """The first ``limit`` predictions beside what was listed (``predict --show``, the demo)."""
-    import pandas as pd
-    from rich.text import Text
-
-    from price_alchemy.schema import LISTING_ID
-
-    id_column = str(prices.columns[0])  # <id column>, price: as written to the CSV
-    listed = listings[[LISTING_ID, "name", "item_condition_id", "brand_name"]].drop_duplicates(LISTING_ID)
-    shown = prices.head(limit).merge(listed, left_on=id_column, right_on=LISTING_ID, how="left")
-    table = Table(
-        id_column,
-        "name",
-        "condition",
-        "brand",
-        "suggested price",
-        title=f"Sample predictions ({len(shown):,} of {len(prices):,})",
-    )
-    table.columns[-1].justify = "right"
-    for row in shown.itertuples(index=False):
-        table.add_row(
-            str(getattr(row, id_column)),
-            Text("" if pd.isna(row.name) else str(row.name)[:40]),  # Text: a "[RM]" is not markup
-            "" if pd.isna(row.item_condition_id) else str(row.item_condition_id),
-            Text("" if pd.isna(row.brand_name) else str(row.brand_name)),
-            f"${row.price:,.2f}",
-        )
-    return table
 
 
 @app.command()
@@ -359,49 +262,7 @@ def ship(
     """Ship buffered request events to Elasticsearch (or Logstash) exactly once, in order."""
     c: Context = ctx.obj
     with _domain_errors():
-        _ship_with_progress(c.settings, follow)
-
-
-def _ship_with_progress(settings: Settings, follow: bool) -> ShipStats:
-    """The shipper with a live line of progress on stderr, stopped cleanly by SIGINT/SIGTERM."""
-    import threading
-
-    from price_alchemy.monitoring.shipping import (
-        ONCE_GIVE_UP_S,
-        Shipper,
-        make_sink,
-        stop_on_signals,
-    )
-
-    # one INFO line per HTTP request from the client would bury the progress display
-    logging.getLogger("elastic_transport").setLevel(max(logging.WARNING, logging.getLogger().level))
-    sink = make_sink(settings)
-    stop = threading.Event()
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]ship[/] to {task.fields[sink]}: {task.completed:,} events"),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
-    task = progress.add_task("ship", total=None, sink=sink.name, detail="")
-
-    def show(stats: ShipStats) -> None:
-        detail = f"({stats.duplicates:,} already there, {stats.dead_lettered:,} dead-lettered) {stats.state}"
-        progress.update(task, completed=stats.shipped, detail=detail)
-
-    shipper = Shipper(settings.request_log_dir, sink, on_progress=show)
-    with shipper, progress, stop_on_signals(stop):
-        stats = shipper.follow(stop) if follow else shipper.ship_backlog(stop, give_up_after_s=ONCE_GIVE_UP_S)
-        show(stats)
-    err.print(
-        f"shipped {stats.shipped:,} events to {sink.name} ({stats.delivered:,} new, {stats.duplicates:,} "
-        f"already there), dead-lettered {stats.dead_lettered:,}, {shipper.reader.pending_bytes():,} bytes pending"
-    )
-    if stats.dead_lettered:
-        err.print(f"[yellow]dead letters:[/] {shipper.dead_letter_dir}")
-    return stats
+        ship_with_progress(c.settings, follow)
 
 
 # --- drift monitoring (owner: price_alchemy/monitoring/drift*) ---
@@ -469,7 +330,3 @@ def show_config(
         value = Text("unset", style="dim") if row.value is None else Text(row.value)
         table.add_row(row.name, row.variable or Text("(derived)", style="dim"), value)
     out.print(table)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
