@@ -36,6 +36,11 @@ class ModelNotFoundError(PriceAlchemyError):
     """No registered model version matches the requested name, alias or URI."""
 
 
+class ModelRefusedError(ModelNotFoundError):
+    """A model exists but is refused before any of its bytes are deserialized: not in the skops
+    format, holding a type outside the package's trusted list, or not the file registered (digest)."""
+
+
 class MonitoringError(PriceAlchemyError):
     """The drift check cannot run (Elasticsearch unreachable or refusing the query)."""
 

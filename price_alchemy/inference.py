@@ -34,7 +34,7 @@ def load_model(settings: Settings, model_uri: str | None = None) -> tuple[Any, s
     mlflow_store.configure(settings)
     uri = model_uri or mlflow_store.resolve_model_uri(settings)
     try:
-        return mlflow_store.load_model(uri), uri
+        return mlflow_store.load_model(settings, uri), uri
     except Exception as exc:
         raise ModelNotFoundError(f"cannot load model {uri}: {exc}") from exc
 

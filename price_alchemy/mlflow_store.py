@@ -6,6 +6,11 @@ the champion's profile and logs its own runs here, batch prediction resolves and
 here. Nothing else in the package imports ``mlflow`` or builds an ``MlflowClient``, so the
 tracking and registry URIs, the client defaults and the way a model is loaded are decided once.
 
+Models are loaded through :mod:`price_alchemy.model_files` only, never by MLflow's own loader
+(which trusts the format and types a model declares): skops only, the package's trusted types
+only, and the file whose SHA-256 was recorded when the version was registered
+(``names.MODEL_DIGEST_TAG``), so a version's files cannot be swapped under its number.
+
 Two ways in, on purpose:
 
 - :func:`configure` points the process-wide fluent API (``mlflow.start_run`` and friends) at the
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +36,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from price_alchemy.errors import ModelNotFoundError
-from price_alchemy.names import CHAMPION, MODEL_ARTIFACT, PROFILE_ARTIFACT, PROMOTION_ARTIFACT
+from price_alchemy.errors import ModelNotFoundError, ModelRefusedError
+from price_alchemy.estimators import TRUSTED_TYPES
+from price_alchemy.model_files import load_model_dir, model_digest
+from price_alchemy.names import (
+    CHAMPION,
+    MODEL_ARTIFACT,
+    MODEL_DIGEST_TAG,
+    PROFILE_ARTIFACT,
+    PROMOTION_ARTIFACT,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,13 +68,7 @@ PINNED_DISTRIBUTIONS = (
 
 
 def _client_defaults() -> None:
-    """Process-wide MLflow client defaults, set once by whichever door is opened first.
-
-    Our models are saved as skops with an explicit trusted-types list; MLflow reads this flag
-    before deserializing any model (a user may still set it to "false"). A server that is down
-    should fail a call in seconds, not minutes of retries, and no progress bars in logs.
-    """
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    """Process-wide MLflow client defaults: no download progress bars in logs."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
@@ -184,8 +192,8 @@ def model_requirements() -> list[str]:
     return pins
 
 
-def log_model(pipeline: Any, example: pd.DataFrame, trusted_types: list[str]) -> str:
-    """Log ``pipeline`` to the active run in the skops format (only ``trusted_types`` load); its URI."""
+def log_model(pipeline: Any, example: pd.DataFrame) -> str:
+    """Log ``pipeline`` to the active run in the skops format (only ``TRUSTED_TYPES``); its URI."""
     info = mlflow.sklearn.log_model(
         pipeline,
         name=MODEL_ARTIFACT,
@@ -193,20 +201,26 @@ def log_model(pipeline: Any, example: pd.DataFrame, trusted_types: list[str]) ->
         input_example=example,
         pip_requirements=model_requirements(),
         serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-        skops_trusted_types=trusted_types,
+        skops_trusted_types=list(TRUSTED_TYPES),
     )
     return str(info.model_uri)
 
 
-def load_model(uri: str) -> Any:
-    """The sklearn pipeline behind a model URI or a local model directory."""
-    _client_defaults()
-    return mlflow.sklearn.load_model(uri)
+def _download(settings: Settings, uri: str, destination: Path) -> Path:
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(destination), tracking_uri=settings.tracking_uri
+        )
+    )
 
 
 def register_model(settings: Settings, model_uri: str, tags: Mapping[str, str]) -> str:
-    """A new version of ``settings.model_name`` from a logged model; returns the version."""
-    registered = mlflow.register_model(model_uri, settings.model_name, tags=dict(tags))
+    """A new version of ``settings.model_name`` from a logged model, pinned to its file's digest."""
+    with tempfile.TemporaryDirectory() as tmp:
+        digest = model_digest(_download(settings, model_uri, Path(tmp)))
+    registered = mlflow.register_model(
+        model_uri, settings.model_name, tags={**tags, MODEL_DIGEST_TAG: digest}
+    )
     return str(registered.version)
 
 
@@ -227,6 +241,15 @@ class VersionInfo:
     @property
     def uri(self) -> str:
         return version_uri(self.name, self.version)
+
+    @property
+    def digest(self) -> str | None:
+        """The model file's SHA-256 recorded at registration (None: not registered by this package)."""
+        return self.tags.get(MODEL_DIGEST_TAG) or None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
 
 
 def _info(mv: Any) -> VersionInfo:
@@ -298,34 +321,60 @@ def record_promotion(
             log_dict(dict(record), PROMOTION_ARTIFACT)
 
 
+def _download_version(settings: Settings, info: VersionInfo, destination: Path) -> Path:
+    """A version's model files in ``destination``; refused unless a registered digest pins them."""
+    if info.digest is None:
+        raise ModelRefusedError(f"{info.label}: no {MODEL_DIGEST_TAG} tag (not registered by price_alchemy)")
+    return _download(
+        settings, client(settings).get_model_version_download_uri(info.name, info.version), destination
+    )
+
+
+def load_version(settings: Settings, info: VersionInfo) -> Any:
+    """The pipeline of a registered version, loaded safely (:func:`model_files.load_model_dir`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = _download_version(settings, info, Path(tmp))
+        return load_model_dir(model_dir, expected_digest=info.digest, what=info.label)
+
+
+def load_model(settings: Settings, uri: str) -> Any:
+    """The pipeline behind a model URI, loaded safely.
+
+    ``models:/<name>/<version>`` and ``models:/<name>@<alias>`` of the configured registered model
+    must match the digest recorded at registration; any other URI (``runs:/...``, another model, a
+    local path) gets the format and trusted-type checks only, and a warning.
+    """
+    prefix = f"models:/{settings.model_name}"
+    if uri.startswith((prefix + "/", prefix + "@")):
+        ref = uri[len(prefix) + 1 :]
+        by_alias = uri[len(prefix)] == "@"
+        return load_version(
+            settings, require_alias(settings, ref) if by_alias else version_info(settings, ref)
+        )
+    log.warning("loading %s without a registered digest (format and trusted types still checked)", uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_model_dir(_download(settings, uri, Path(tmp)), expected_digest=None, what=uri)
+
+
 def download_version(
     settings: Settings, version: str, destination: Path
-) -> tuple[Path, dict[str, Any] | None]:
-    """Download a version's model files into ``destination``; also its training profile if any.
+) -> tuple[Path, VersionInfo, dict[str, Any] | None]:
+    """A version's model files in ``destination`` (not loaded), its info and its training profile.
 
-    The profile (``reference/profile.json`` of the version's run) is None for a run that logged
-    none; the model directory is returned either way.
+    The profile (``PROFILE_ARTIFACT`` of the version's run) is None for a run that logged none.
     """
     import json
 
-    mlflow_client = client(settings)
-    name = settings.model_name
-    model_dir = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=mlflow_client.get_model_version_download_uri(name, version),
-            dst_path=str(destination),
-            tracking_uri=settings.tracking_uri,
-        )
-    )
     info = version_info(settings, version)
+    model_dir = _download_version(settings, info, destination)
     profile = None
     if info.run_id:
         try:
-            path = mlflow_client.download_artifacts(info.run_id, PROFILE_ARTIFACT, str(destination))
+            path = client(settings).download_artifacts(info.run_id, PROFILE_ARTIFACT, str(destination))
             profile = json.loads(Path(path).read_text())
         except Exception as exc:  # an older run without a profile: the caller decides
-            log.warning("model %s v%s has no usable %s: %s", name, version, PROFILE_ARTIFACT, exc)
-    return model_dir, profile
+            log.warning("%s has no usable %s: %s", info.label, PROFILE_ARTIFACT, exc)
+    return model_dir, info, profile
 
 
 def run_profile(settings: Settings, run_id: str) -> dict[str, Any]:

@@ -23,6 +23,8 @@ SEARCH_OUTCOME_ARTIFACT: Final = "search/outcome.json"
 PROMOTION_ARTIFACT: Final = "promotion.json"
 MODEL_ARTIFACT: Final = "model"
 MONITORING_EXPERIMENT_SUFFIX: Final = "-monitoring"
+MODEL_DIGEST_TAG: Final = "price_alchemy.model_digest"
+"""Version tag: SHA-256 of the serialized model file, recorded at registration, checked at load."""
 
 # --- Elasticsearch indices -----------------------------------------------------------------
 REQUESTS_INDEX_PREFIX: Final = "price-alchemy-requests"

@@ -43,8 +43,7 @@ def reset_mlflow() -> None:
     registry_utils._registry_uri = None
     fluent._active_experiment_id = None
     for name in [n for n in os.environ if n.startswith("MLFLOW_")]:
-        if name != "MLFLOW_ALLOW_PICKLE_DESERIALIZATION":  # set on purpose by configure_mlflow
-            del os.environ[name]
+        del os.environ[name]
 
 
 def make_settings(home: Path, **overrides: object) -> Settings:

@@ -30,7 +30,8 @@ import pandas as pd
 
 from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
-from price_alchemy.errors import ModelNotFoundError
+from price_alchemy.errors import ModelNotFoundError, ModelRefusedError
+from price_alchemy.model_files import load_model_dir
 from price_alchemy.profile import PriceInterval
 from price_alchemy.schema import FEATURE_COLUMNS
 from price_alchemy.serving.schemas import EXAMPLE_LISTING
@@ -52,6 +53,7 @@ class ModelMetadata:
     trained_at: datetime | None
     test_rmsle: float | None
     price_interval: PriceInterval | None
+    digest: str | None = None  # the model file's SHA-256 recorded at registration
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,6 +72,7 @@ class ModelMetadata:
             trained_at=datetime.fromisoformat(trained_at) if trained_at else None,
             test_rmsle=data.get("test_rmsle"),
             price_interval=PriceInterval(**interval) if interval else None,
+            digest=data.get("digest"),
         )
 
 
@@ -135,8 +138,7 @@ class ModelStore:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         staging = self.cache_dir / f".staging-{uuid.uuid4().hex[:8]}"
         try:
-            info = mlflow_store.version_info(self.settings, version)
-            model_dir, profile = mlflow_store.download_version(self.settings, version, staging)
+            model_dir, info, profile = mlflow_store.download_version(self.settings, version, staging)
             rmsle = info.tags.get("test_rmsle")
             meta = ModelMetadata(
                 name=name,
@@ -146,6 +148,7 @@ class ModelStore:
                 trained_at=info.created_at,
                 test_rmsle=float(rmsle) if rmsle not in (None, "") else None,
                 price_interval=None if profile is None else PriceInterval.from_profile(profile),
+                digest=info.digest,
             )
             loaded = self._load_dir(model_dir, meta, source="registry")
             (model_dir / METADATA).write_text(json.dumps(meta.to_json(), indent=2))
@@ -183,9 +186,18 @@ class ModelStore:
 
     @staticmethod
     def _load_dir(model_dir: Path, meta: ModelMetadata, source: str) -> LoadedModel:
-        """Load and warm up a model directory; refuse a model that cannot price a listing."""
+        """Load (safely) and warm up a model directory; refuse a model that cannot price a listing.
+
+        The cached copy is held to the digest recorded at registration just as a download is, so a
+        file swapped in the cache is refused too; a cache written before digests existed is refused.
+        """
+        what = f"{meta.name} v{meta.version} ({source})"
+        if meta.digest is None:
+            raise ModelRefusedError(f"{what}: no registered digest to check the model file against")
         try:
-            pipeline = mlflow_store.load_model(str(model_dir))
+            pipeline = load_model_dir(model_dir, expected_digest=meta.digest, what=what)
+        except ModelRefusedError:
+            raise
         except Exception as exc:
             raise ModelNotFoundError(
                 f"cannot load {meta.name} v{meta.version} from {model_dir}: {exc}"

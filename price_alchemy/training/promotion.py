@@ -2,7 +2,9 @@
 
 Every trained model becomes ``challenger``; it becomes ``champion`` only when no champion exists,
 or when its test RMSLE is lower than the champion's on the same test rows by at least ``margin``.
-A champion that could not be scored is not beaten by default. The stages module gathers the
+A champion that could not be scored is not beaten by default (a registry outage must not crown a
+worse model), except when it was *refused* as unsafe to load: such a model can never be served,
+so any challenger replaces it. The stages module gathers the
 scores and :mod:`price_alchemy.mlflow_store` records the decision.
 """
 
@@ -39,16 +41,23 @@ def promotion_rule(
     champion_version: str | None,
     champion_rmsle: float | None,
     champion_error: str | None = None,
+    champion_refused: bool = False,
 ) -> tuple[bool, str]:
     """Whether the challenger becomes champion, and why (one sentence).
 
     ``champion_rmsle`` is the champion's score on the challenger's test rows, None when there is no
-    champion or it could not be scored (``champion_error`` then says why).
+    champion or it could not be scored (``champion_error`` then says why, ``champion_refused`` whether it was
+    refused as unsafe to load).
     """
     if champion_version is None:
         return True, "no champion existed"
     if champion_version == version:
         return True, "already champion"
+    if champion_rmsle is None and champion_refused:
+        return (
+            True,
+            f"champion v{champion_version} was refused as unsafe to load ({champion_error}); replaced",
+        )
     if champion_rmsle is None:
         detail = champion_error or "no score"
         return False, f"champion v{champion_version} could not be scored ({detail}); not promoted"

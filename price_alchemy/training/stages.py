@@ -24,8 +24,8 @@ import pandas as pd
 
 from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
-from price_alchemy.errors import TrainingError
-from price_alchemy.estimators import TRUSTED_TYPES, MedianPriceBaseline
+from price_alchemy.errors import ModelRefusedError, TrainingError
+from price_alchemy.estimators import MedianPriceBaseline
 from price_alchemy.names import CHALLENGER, CHAMPION, PROFILE_ARTIFACT, SEARCH_OUTCOME_ARTIFACT
 from price_alchemy.params import Params
 from price_alchemy.profile import PROFILE_ROWS, PriceInterval, reference_profile
@@ -185,7 +185,7 @@ def fit_stage(
         profile["price_interval"] = PriceInterval.calibrate(y_test, y_pred).to_profile()
         mlflow_store.log_dict(profile, PROFILE_ARTIFACT)
         stage("logging the model")
-        model_uri = mlflow_store.log_model(model, X_test.head(5), list(TRUSTED_TYPES))
+        model_uri = mlflow_store.log_model(model, X_test.head(5))
     return EvaluatedModel(run_id, model_uri, test_metrics, baseline_metrics)
 
 
@@ -208,11 +208,15 @@ def promote_stage(split: Split, settings: Settings, params: Params, version: str
     current = mlflow_store.alias_version(settings, CHAMPION)
     champion_rmsle: float | None = None
     error: str | None = None
+    refused = False
     if current is not None and current.version != version:
         try:
-            champion = mlflow_store.load_model(current.uri)
+            champion = mlflow_store.load_version(settings, current)
             champion_pred = champion.predict(split.test[list(FEATURE_COLUMNS)])
             champion_rmsle = rmsle(split.test[PRICE].to_numpy(), champion_pred)
+        except ModelRefusedError as exc:  # never deserialized: it cannot be served either
+            error, refused = str(exc), True
+            log.error("champion %s refused: %s", current.label, exc)
         except Exception as exc:  # a champion we cannot score is not beaten by default: keep it, say why
             error = f"{type(exc).__name__}: {exc}"
     margin = params.promotion.margin
@@ -224,6 +228,7 @@ def promote_stage(split: Split, settings: Settings, params: Params, version: str
         champion_version=champion_version,
         champion_rmsle=champion_rmsle,
         champion_error=error,
+        champion_refused=refused,
     )
     decision = PromotionDecision(
         settings.model_name,

@@ -67,3 +67,14 @@ def test_decision_tags_and_description() -> None:
         PromotionDecision("m", "7", True, "ok", 0.5, None, None, 0.0).description
         == "PROMOTED to champion: ok"
     )
+
+
+def test_a_champion_refused_as_unsafe_is_replaced() -> None:
+    promoted, reason = _rule(
+        0.9, None, champion_error="serialization format 'pickle' refused", champion_refused=True
+    )
+    assert promoted is True
+    assert (
+        reason
+        == "champion v3 was refused as unsafe to load (serialization format 'pickle' refused); replaced"
+    )
