@@ -189,6 +189,9 @@ def test_query_with_placeholders(warehouse: Warehouse) -> None:
         "SELECT 1; DELETE FROM {listings} WHERE true",
         "WITH x AS (SELECT 1) DELETE FROM {listings} WHERE true",
         "CREATE TABLE hacked AS SELECT * FROM {listings}",
+        "SELECT * INTO hacked FROM {listings}",
+        "WITH x AS (DELETE FROM {listings} WHERE true RETURNING *) SELECT * FROM x",
+        "SELECT * FROM {listings} JOIN other_table USING (listing_id)",
     ],
 )
 def test_query_refuses_anything_but_select(warehouse: Warehouse, sql: str) -> None:
@@ -196,6 +199,90 @@ def test_query_refuses_anything_but_select(warehouse: Warehouse, sql: str) -> No
     with pytest.raises(WarehouseError):
         warehouse.query(sql)
     assert len(warehouse.read_listings()) == 2
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_text('/etc/hostname')",
+        "SELECT * FROM glob('/etc/*')",
+        "SELECT l.listing_id, h.content FROM {listings} AS l, read_text('/etc/hostname') AS h",
+        "SELECT * FROM '/etc/hostname'",
+        "WITH f AS (SELECT * FROM read_csv_auto('/etc/passwd')) SELECT * FROM f",
+    ],
+)
+def test_query_cannot_read_host_files(warehouse: Warehouse, sql: str) -> None:
+    warehouse.load_batch(listings([1, 2]), "b1")
+    # BigQuery SQL has no glob(): sqlglot's BigQuery dialect cannot even parse it.
+    with pytest.raises(WarehouseError, match=r"refuses table function|refused table or file|cannot parse"):
+        warehouse.query(sql)
+
+
+def test_query_sends_literals_and_comments_as_written(warehouse: Warehouse) -> None:
+    # 1: both comment markers, no space; 2: only "/*"; 3: a space, no marker; 4: only "*/".
+    frame = listings([1, 2, 3, 4]).assign(brand_name=["a/*b*/c", "x /* y", "Air Max", "q*/r;"])
+    warehouse.load_batch(frame, "b1")
+
+    tricky = warehouse.query(
+        "SELECT listing_id, ';' AS mark -- a comment with ' and ;\n"
+        "FROM {listings} WHERE brand_name LIKE '%/*%' AND brand_name LIKE '%*/%' ORDER BY listing_id"
+    )
+    semicolon = warehouse.query("SELECT listing_id FROM {listings} WHERE brand_name LIKE '%;' /* ; */;")
+
+    # Stripping "comments" would have queried LIKE '% %' (listings 2 and 3).
+    assert tricky.to_dict("records") == [{"listing_id": 1, "mark": ";"}]
+    assert semicolon["listing_id"].tolist() == [4]
+
+
+def test_duckdb_engine_refuses_host_files_without_the_parser_check(
+    duckdb_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second gate alone: SQL that skips the sqlglot check still cannot leave the warehouse."""
+    import duckdb
+
+    from price_alchemy.data.warehouse import duckdb_backend
+
+    def no_check(sql: str, *, listings: str, quarantine: str, dialect: str) -> str:
+        return sql.replace("{listings}", listings).replace("{quarantine}", quarantine)
+
+    monkeypatch.setattr(duckdb_backend, "render_query", no_check)
+    outside = duckdb_settings.home / "outside.csv"
+    outside.parent.mkdir(parents=True, exist_ok=True)
+    outside.write_text("secret\n42\n")
+    with open_warehouse(duckdb_settings) as warehouse:
+        assert isinstance(warehouse, duckdb_backend.DuckDBWarehouse)
+        warehouse.load_batch(listings([1, 2, 3]), "b1")  # loading frames still works
+        assert warehouse.query("SELECT count(*) AS n FROM {listings}")["n"].tolist() == [3]
+
+        for sql in (
+            "SELECT * FROM read_text('/etc/hostname')",
+            "SELECT * FROM glob('/etc/*')",
+            f"SELECT * FROM read_csv_auto('{outside}')",
+            f"SELECT * FROM '{outside}'",
+        ):
+            with pytest.raises(WarehouseError, match="disabled by configuration"):
+                warehouse.query(sql)
+            with pytest.raises(duckdb.PermissionException):
+                warehouse.con.execute(sql).fetchall()
+        for sql in (
+            f"ATTACH '{duckdb_settings.home / 'other.duckdb'}' AS other",
+            f"COPY listings TO '{duckdb_settings.home / 'out.csv'}'",
+        ):
+            with pytest.raises(duckdb.PermissionException):
+                warehouse.con.execute(sql)
+        # The guard cannot be switched off, nor widened, from SQL.
+        for sql in (
+            "SET enable_external_access = true",
+            "SET allowed_directories = ['/etc']",
+            "RESET lock_configuration",
+        ):
+            with pytest.raises(duckdb.InvalidInputException):
+                warehouse.con.execute(sql)
+        # User queries run read-only even if a write got past both checks.
+        with pytest.raises(WarehouseError, match="read-only"):
+            warehouse._read_only_fetch("DELETE FROM listings RETURNING listing_id")
+        assert len(warehouse.read_listings()) == 3
+    assert not (duckdb_settings.home / "out.csv").exists()
 
 
 def test_bad_frames_and_batch_ids_are_refused(warehouse: Warehouse) -> None:

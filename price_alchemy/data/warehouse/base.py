@@ -9,7 +9,6 @@ frames; the backends only move data.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from types import TracebackType
@@ -24,9 +23,6 @@ INT_COLUMNS = ("listing_id", "item_condition_id", "shipping")
 #: Quarantine columns that may be missing (a row that could not be parsed has no listing id).
 NULLABLE_INT_QUARANTINE = ("line", "listing_id")
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
-
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-_FIRST_WORD = re.compile(r"^\s*\(*\s*([A-Za-z]+)")
 
 
 class Warehouse(ABC):
@@ -60,7 +56,11 @@ class Warehouse(ABC):
 
     @abstractmethod
     def query(self, sql: str) -> pd.DataFrame:
-        """Run one read-only SELECT written with ``{listings}`` / ``{quarantine}`` placeholders."""
+        """Run one read-only SELECT written with ``{listings}`` / ``{quarantine}`` placeholders.
+
+        The SQL passes :func:`~price_alchemy.data.warehouse.query_check.render_query` first: one
+        SELECT reading only these two tables, sent as written (placeholders substituted).
+        """
 
     @abstractmethod
     def close(self) -> None:
@@ -76,23 +76,6 @@ class Warehouse(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def render_query(sql: str, listings: str, quarantine: str) -> str:
-    """Check that ``sql`` is a single SELECT and substitute the fully qualified table names.
-
-    Only the two placeholders are replaced (not ``str.format``), so braces elsewhere in the
-    query (JSON paths, regular expressions) pass through untouched. This lexical check is the
-    first gate; each backend then asks its own parser for the statement type, since a
-    ``WITH ... DELETE`` would pass a keyword test.
-    """
-    bare = _COMMENTS.sub(" ", sql).strip().rstrip(";").strip()
-    if ";" in bare:
-        raise WarehouseError("query() runs exactly one statement; found several separated by ';'")
-    match = _FIRST_WORD.match(bare)
-    if match is None or match.group(1).upper() not in {"SELECT", "WITH"}:
-        raise WarehouseError(f"query() accepts read-only SELECT statements only, got: {sql[:80]!r}")
-    return bare.replace("{listings}", listings).replace("{quarantine}", quarantine)
 
 
 def check_batch_id(batch_id: str) -> str:

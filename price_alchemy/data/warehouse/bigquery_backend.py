@@ -14,7 +14,9 @@ How a batch is replaced, and why:
   absent (never doubled), and rerunning the task repairs it.
 * Results are fetched with ``to_arrow()`` over the REST API, so neither ``db-dtypes`` nor the
   BigQuery Storage API is needed (``to_dataframe`` requires the former).
-* ``query()`` asks BigQuery itself, with a dry run, whether the statement is a SELECT.
+* ``query()`` passes the shared sqlglot check (BigQuery dialect: one SELECT over the two
+  tables, no table functions such as ``EXTERNAL_QUERY``, no other dataset), then asks BigQuery
+  itself, with a dry run, whether the statement is a SELECT.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from price_alchemy.data.warehouse.base import (
     empty_listings,
     prepare_listings,
     prepare_quarantine,
-    render_query,
 )
+from price_alchemy.data.warehouse.query_check import render_query
 from price_alchemy.errors import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -240,7 +242,12 @@ class BigQueryWarehouse(Warehouse):
         return coerce_result(self._run(sql))
 
     def query(self, sql: str) -> pd.DataFrame:
-        rendered = render_query(sql, f"`{self.listings_table}`", f"`{self.quarantine_table}`")
+        rendered = render_query(
+            sql,
+            listings=f"`{self.listings_table}`",
+            quarantine=f"`{self.quarantine_table}`",
+            dialect="bigquery",
+        )
         try:
             dry = self.client.query(rendered, job_config=bigquery.QueryJobConfig(dry_run=True))
         except GoogleAPIError as exc:

@@ -4,6 +4,13 @@ Loads run in one transaction (delete the batch, insert the new rows), so a reade
 half-replaced batch. The frame reaches DuckDB as a registered Arrow table: no per-row Python
 work, which keeps a full Mercari-size batch (1.5M rows) to seconds. DuckDB allows one
 read-write process per file; a second process gets a clear :class:`WarehouseError`.
+
+Since the warehouse itself never reads a file other than its own (frames arrive registered),
+the database runs with ``enable_external_access = false`` and its configuration locked: no SQL
+on it can read host files (``read_text``, ``glob``, a path used as a table), attach another
+database, ``COPY`` out, install an extension or turn the guard back off. DuckDB still uses its
+own file, WAL and spill directory. User queries (``query()``) pass the sqlglot check, DuckDB's
+own statement-type check, and run in a read-only transaction.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ from price_alchemy.data.warehouse.base import (
     empty_listings,
     prepare_listings,
     prepare_quarantine,
-    render_query,
 )
+from price_alchemy.data.warehouse.query_check import render_query
 from price_alchemy.errors import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,8 @@ CREATE TABLE IF NOT EXISTS {schema.QUARANTINE_TABLE} (
     quarantined_at TIMESTAMPTZ NOT NULL
 )"""
 _LISTING_SELECT = ", ".join((*schema.LISTING_COLUMNS, "batch_id"))
+#: Set when the database opens, for every connection to it; cannot be re-enabled while it runs.
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {"enable_external_access": False}
 
 
 class DuckDBWarehouse(Warehouse):
@@ -65,9 +74,13 @@ class DuckDBWarehouse(Warehouse):
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self.path))
-            # TIMESTAMPTZ values come back in the session zone; BigQuery's TIMESTAMP is UTC.
-            self._con.execute("SET TimeZone = 'UTC'")
+            self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(str(self.path), config=_CONFIG)
+            locked = self._con.execute("SELECT current_setting('lock_configuration')").fetchone()
+            if not (locked and locked[0]):  # else another handle in this process already set it up
+                # TIMESTAMPTZ values come back in the session zone; BigQuery's TIMESTAMP is UTC.
+                # (In ``config`` it would need ICU before DuckDB can load it.)
+                self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+                self._con.execute("SET lock_configuration = true")
             self._con.execute(_LISTINGS_DDL)
             self._con.execute(_QUARANTINE_DDL)
         except (duckdb.Error, OSError) as exc:
@@ -160,14 +173,28 @@ class DuckDBWarehouse(Warehouse):
         return coerce_result(self._fetch(sql))
 
     def query(self, sql: str) -> pd.DataFrame:
-        rendered = render_query(sql, schema.LISTINGS_TABLE, schema.QUARANTINE_TABLE)
+        rendered = render_query(
+            sql, listings=schema.LISTINGS_TABLE, quarantine=schema.QUARANTINE_TABLE, dialect="duckdb"
+        )
         try:
             statements = self.con.extract_statements(rendered)
         except duckdb.Error as exc:
             raise WarehouseError(f"cannot parse query: {exc}") from exc
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             raise WarehouseError("query() accepts one read-only SELECT statement only")
-        return coerce_result(self._fetch(rendered))
+        return coerce_result(self._read_only_fetch(rendered))
+
+    def _read_only_fetch(self, sql: str) -> pd.DataFrame:
+        """Run ``sql`` in a read-only transaction, rolled back afterwards: a write cannot land."""
+        con = self.con
+        try:
+            con.execute("BEGIN TRANSACTION READ ONLY")
+            try:
+                return con.execute(sql).df()
+            finally:
+                con.execute("ROLLBACK")
+        except duckdb.Error as exc:
+            raise WarehouseError(f"DuckDB query failed: {exc}") from exc
 
     def close(self) -> None:
         if self._con is not None:
