@@ -1,7 +1,14 @@
-"""Errors -> HTTP answers: every refusal names what was wrong; the request event records it."""
+"""Errors -> HTTP answers: a client error names what was wrong; a server error says nothing internal.
+
+A 4xx tells the client what it sent wrong (422 names its own field). A 5xx answers with a public
+message, a stable ``type`` and the request id; the exception text, which can name internal hosts
+and paths, goes only to the server log and the request event (``error.message``), both under the
+request id. See docs/serving.md, "Errors".
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +18,16 @@ from starlette.exceptions import HTTPException
 
 from price_alchemy.errors import AuthenticationError, ModelNotReadyError, PredictionError
 from price_alchemy.serving.deps import API_KEY_HEADER
-from price_alchemy.serving.middleware import BodyTooLargeError, request_context
+from price_alchemy.serving.middleware import ERROR_MESSAGE_CUT, BodyTooLargeError, error_body, request_context
+from price_alchemy.serving.request_log import RequestContext
+from price_alchemy.serving.schemas import ErrorType
+
+log = logging.getLogger(__name__)
+
+NOT_READY_MESSAGE = "no model is loaded; retry later"
+PREDICTION_FAILED_MESSAGE = "the model could not price the listings"
+RETRY_AFTER = {"Retry-After": "5"}
+_HTTP_TYPES: dict[int, ErrorType] = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 MAX_ERRORS = 20  # a 1000-listing batch may break the same rule 1000 times; the first ones suffice
 
@@ -45,27 +61,47 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+def hide_detail(
+    ctx: RequestContext, status: int, error_type: ErrorType, error_name: str, detail: str
+) -> None:
+    """Keep a server error's internal ``detail`` for the operators: the log and the request event."""
+    ctx.fail(error_name, detail[:ERROR_MESSAGE_CUT])
+    level = logging.WARNING if status == 503 else logging.ERROR  # 503: waiting for a model, not a bug
+    log.log(level, "request %s: %d %s: %s", ctx.request_id, status, error_type, detail)
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    detail = str(exc.detail)
+    ctx = request_context(request.scope)
+    detail = str(exc.detail)  # ours (BodyTooLargeError) or Starlette's ("Not Found"): nothing internal
     name = "BodyTooLargeError" if isinstance(exc, BodyTooLargeError) else f"HTTP{exc.status_code}"
-    request_context(request.scope).fail(name, detail)
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+    ctx.fail(name, detail)
+    error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(ctx, error_type, detail), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
-    request_context(request.scope).fail(type(exc).__name__, str(exc))
-    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+    ctx = request_context(request.scope)
+    hide_detail(ctx, 503, "model_not_ready", type(exc).__name__, str(exc))
+    return JSONResponse(
+        error_body(ctx, "model_not_ready", NOT_READY_MESSAGE), status_code=503, headers=RETRY_AFTER
+    )
 
 
 async def _unauthorized(request: Request, exc: Exception) -> JSONResponse:
-    request_context(request.scope).fail(type(exc).__name__, str(exc))
-    return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": API_KEY_HEADER})
+    ctx = request_context(request.scope)
+    ctx.fail(type(exc).__name__, str(exc))  # the generic "missing or invalid" text: which one stays unsaid
+    return JSONResponse(
+        error_body(ctx, "unauthorized", str(exc)),
+        status_code=401,
+        headers={"WWW-Authenticate": API_KEY_HEADER},
+    )
 
 
 async def _prediction_failed(request: Request, exc: Exception) -> JSONResponse:
-    request_context(request.scope).fail(type(exc).__name__, str(exc))
-    return JSONResponse({"detail": str(exc)}, status_code=500)
+    ctx = request_context(request.scope)
+    hide_detail(ctx, 500, "prediction_failed", type(exc).__name__, str(exc))
+    return JSONResponse(error_body(ctx, "prediction_failed", PREDICTION_FAILED_MESSAGE), status_code=500)
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -1,8 +1,12 @@
-"""The one ASGI middleware: request id, body-size limit, metrics and the request event.
+"""The one ASGI middleware: request id, body-size limit, metrics, the request event, the last 500.
 
 Pure ASGI (no ``BaseHTTPMiddleware``, which costs a task and a stream per request). It wraps
 every HTTP request; prediction routes also get their ECS event written once the response is
 sent, whatever the status, including bodies refused before routing.
+
+An exception no handler translated is answered here with a generic 500 (request id in the body
+and the header, the traceback in the server log under that id). Starlette's own last-resort
+handler sits outside this middleware: its answer would carry no request id and no event.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from price_alchemy.serving.metrics import ServingMetrics
 from price_alchemy.serving.request_log import PREDICTION_ROUTES, RequestContext, RequestEventLog, build_event
+from price_alchemy.serving.schemas import ErrorBody, ErrorType
 
 log = logging.getLogger(__name__)
 
 CONTEXT_KEY = "price_alchemy.request"
+#: Internal error text kept in the request event (``error.message``); the log line has all of it.
+ERROR_MESSAGE_CUT = 2000
+INTERNAL_ERROR_MESSAGE = "internal server error"
 
 
 class BodyTooLargeError(HTTPException):
@@ -37,6 +45,11 @@ def request_context(scope: Scope) -> RequestContext:
     if ctx is None:
         ctx = scope[CONTEXT_KEY] = RequestContext()
     return ctx
+
+
+def error_body(ctx: RequestContext, error_type: ErrorType, detail: str) -> dict[str, Any]:
+    """The JSON of an error answer: a public ``detail``, the stable ``type`` and the request id."""
+    return ErrorBody(detail=detail, type=error_type, request_id=ctx.request_id).model_dump()
 
 
 class RequestMiddleware:
@@ -60,26 +73,32 @@ class RequestMiddleware:
         ctx = RequestContext()
         scope[CONTEXT_KEY] = ctx
         status = 500
+        started = False
         request_id_header = (b"x-request-id", ctx.request_id.encode())
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message["headers"] = [*message.get("headers", []), request_id_header]
             await send(message)
 
         try:
             refused = self._refuse_by_length(scope)
             if refused is not None:
-                ctx.fail("BodyTooLargeError" if refused[0] == 413 else "InvalidContentLength", refused[1])
-                await _send_json(send_with_id, refused[0], {"detail": refused[1]})
+                status, reason = refused  # both tell the client what it sent wrong: nothing internal
+                error_type: ErrorType = "body_too_large" if status == 413 else "invalid_content_length"
+                ctx.fail("BodyTooLargeError" if status == 413 else "InvalidContentLength", reason)
+                await _send_json(send_with_id, status, error_body(ctx, error_type, reason))
             else:
                 await self.app(scope, self._limited(receive), send_with_id)
         except Exception as exc:
             status = 500
-            ctx.fail(type(exc).__name__, "internal error")
-            raise
+            ctx.fail(type(exc).__name__, str(exc)[:ERROR_MESSAGE_CUT])
+            log.exception("request %s: 500 internal_error: %s: %s", ctx.request_id, type(exc).__name__, exc)
+            if started:  # too late for an answer: let the server drop the connection
+                raise
+            await _send_json(send_with_id, 500, error_body(ctx, "internal_error", INTERNAL_ERROR_MESSAGE))
         finally:
             self._finish(scope, ctx, status)
 

@@ -142,12 +142,17 @@ class ModelInfo(BaseModel):
         description="Where it was loaded from: the registry, or the local cache when MLflow was unreachable."
     )
     loaded_at: datetime
+    load_error: str | None = Field(
+        default=None,
+        description="Why the last load or refresh failed while this model kept serving (a refused or "
+        "unreachable version); null if none failed since. Only when an API key is configured: it names "
+        "internal hosts and paths.",
+    )
 
 
 class Health(BaseModel):
-    status: Literal["alive", "ready", "not ready"]
+    status: Literal["alive", "ready"]
     model_version: str | None = None
-    detail: str | None = None
 
 
 class FieldError(BaseModel):
@@ -162,5 +167,40 @@ class ValidationErrorBody(BaseModel):
     detail: list[FieldError]
 
 
+#: The stable ``type`` of every error body except 422's (clients branch on it, not on ``detail``).
+ErrorType = Literal[
+    "model_not_ready",
+    "prediction_failed",
+    "internal_error",
+    "unauthorized",
+    "body_too_large",
+    "invalid_content_length",
+    "not_found",
+    "method_not_allowed",
+    "http_error",
+]
+
+
 class ErrorBody(BaseModel):
-    detail: str
+    """Every error but 422: a public message only; the details are in the server log under ``request_id``."""
+
+    detail: str = Field(description="Short public message; never exception text, hosts or paths.")
+    type: ErrorType = Field(description="Stable error code.")
+    request_id: str = Field(
+        description="Also in the X-Request-ID header; quote it to find the details in the logs."
+    )
+
+
+class NotReadyBody(ErrorBody):
+    """``/health/ready`` without a model: why is in the server log (and on ``/v1/model``), not here."""
+
+    status: Literal["not ready"] = "not ready"
+
+
+class ModelUnavailableBody(ErrorBody):
+    """``/v1/model`` without a model: the load error is shown to a caller who gave the API key."""
+
+    load_error: str | None = Field(
+        default=None,
+        description="Why no model could be loaded; only when an API key is configured (null otherwise).",
+    )

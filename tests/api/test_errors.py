@@ -130,7 +130,11 @@ def test_body_larger_than_the_limit_is_413(make_client: AppFactory) -> None:
     response = client.post("/v1/predict/batch", json=big)
 
     assert response.status_code == 413
-    assert response.json() == {"detail": "request body exceeds the limit of max_body_bytes=2048 bytes"}
+    assert response.json() == {
+        "detail": "request body exceeds the limit of max_body_bytes=2048 bytes",
+        "type": "body_too_large",
+        "request_id": response.headers["X-Request-ID"],
+    }
     assert client.post("/v1/predict", json=LISTING).status_code == 200
 
 
@@ -155,6 +159,7 @@ def test_chunked_body_larger_than_the_limit_is_413(make_client: AppFactory) -> N
 
     assert response.status_code == 413
     assert "max_body_bytes=2048" in response.json()["detail"]
+    assert response.json()["type"] == "body_too_large"  # refused by the handler, not the middleware
 
 
 def test_unknown_routes_and_methods_are_4xx(client: TestClient) -> None:
@@ -175,7 +180,11 @@ def test_api_key_required_when_configured(make_client: AppFactory, tmp_path: Any
     model_with = client.get("/v1/model", headers={"X-API-Key": KEY})
 
     assert missing.status_code == wrong.status_code == model_without.status_code == 401
-    assert missing.json() == {"detail": "missing or invalid X-API-Key header"}
+    assert missing.json() == {
+        "detail": "missing or invalid X-API-Key header",
+        "type": "unauthorized",
+        "request_id": missing.headers["X-Request-ID"],
+    }
     assert right.status_code == 200 and model_with.status_code == 200
     assert client.get("/health/ready").status_code == 200  # probes need no key
     assert client.get("/metrics").status_code == 200
