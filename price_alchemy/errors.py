@@ -41,6 +41,10 @@ class ModelRefusedError(ModelNotFoundError):
     format, holding a type outside the package's trusted list, or not the file registered (digest)."""
 
 
+class PromotionLockError(PriceAlchemyError):
+    """Another process has been deciding a promotion for longer than we may wait: try again later."""
+
+
 class MonitoringError(PriceAlchemyError):
     """The drift check cannot run (Elasticsearch unreachable or refusing the query)."""
 

@@ -192,13 +192,30 @@ def training_listings(
 
 
 def _training_split(
-    settings: Settings, params: Params, *, query: str | None, batch_ids: list[str] | None
+    settings: Settings,
+    params: Params,
+    *,
+    query: str | None,
+    batch_ids: list[str] | None,
+    run_id: str | None = None,
 ) -> tuple[pd.DataFrame, Split, str]:
-    """The listings a training step works on, their deterministic split, and MLflow pointed at the store."""
+    """The listings a training step works on, their deterministic split, and MLflow pointed at the store.
+
+    With a ``query`` and the ``run_id`` of the run that executed it, the rows are those the query
+    selected then (pinned by ``tune``), read back from their batches: the query is not re-run.
+    """
     from price_alchemy import mlflow_store
+    from price_alchemy.training.selection import apply_selection, load_selection
     from price_alchemy.training.stages import prepare_split
 
-    listings, origin = training_listings(settings, params, query=query or None, batch_ids=batch_ids)
+    if query and run_id:
+        if not batch_ids:
+            raise ValueError("a query run's later steps need the batch_ids that tune returned")
+        listings, origin = training_listings(settings, params, batch_ids=batch_ids)
+        listings = apply_selection(listings, load_selection(settings, run_id))
+        origin = f"warehouse:{settings.warehouse}:rows pinned by run {run_id} for {query}"
+    else:
+        listings, origin = training_listings(settings, params, query=query or None, batch_ids=batch_ids)
     split = prepare_split(listings, params)
     mlflow_store.configure(settings)
     return listings, split, origin
@@ -214,15 +231,20 @@ def tune(
 ) -> dict[str, Any]:
     """Search model configurations on the warehouse listings (all, or ``query``); open the MLflow run.
 
-    Returns the parent run id and the selection (query, or the batch ids read) that the later
-    steps must train and evaluate on, so that new batches landing meanwhile change nothing.
+    Returns the parent run id and the batch ids read, which the later steps train and evaluate on,
+    so that batches landing meanwhile change nothing. A ``query`` runs here only: the rows it
+    selected are pinned to the run (:mod:`price_alchemy.training.selection`) and the later steps
+    use exactly those.
     """
     settings, params = _setup(settings)
+    from price_alchemy import mlflow_store
+    from price_alchemy.training.selection import log_selection, selection_of
     from price_alchemy.training.stages import tune_stage
 
     budget = params.with_budget(max_evals, timeout)
     listings, split, origin = _training_split(settings, budget, query=query, batch_ids=None)
-    batch_ids = None if query else sorted(str(b) for b in listings["batch_id"].unique())
+    selection = selection_of(listings) if query else None
+    batch_ids = sorted(str(b) for b in listings["batch_id"].unique())
     log.info(
         "tuning on %d listings from %s (max_evals=%d, timeout=%.0fs)",
         len(listings),
@@ -231,6 +253,15 @@ def tune(
         budget.tuning.timeout_s,
     )
     run_id, _ = tune_stage(split, settings, budget, source=source or origin, input_rows=len(listings))
+    if selection is not None:
+        with mlflow_store.run(run_id=run_id):
+            log_selection(selection)
+        log.info(
+            "pinned the %d rows the query selected (%d batches) to run %s",
+            len(selection),
+            len(batch_ids),
+            run_id,
+        )
     log.info("MLflow parent run %s (experiment %s)", run_id, settings.experiment_name)
     return {"run_id": run_id, "rows": len(listings), "query": query or None, "batch_ids": batch_ids}
 
@@ -246,7 +277,7 @@ def fit_and_evaluate(
     settings, params = _setup(settings)
     from price_alchemy.training.stages import fit_stage
 
-    _, split, _ = _training_split(settings, params, query=query, batch_ids=batch_ids)
+    listings, split, _ = _training_split(settings, params, query=query, batch_ids=batch_ids, run_id=run_id)
     evaluated = fit_stage(split, settings, params, run_id)
     log.info(
         "run %s: test RMSLE %.4f (rules baseline %.4f); model %s",
@@ -255,7 +286,7 @@ def fit_and_evaluate(
         evaluated.baseline_metrics["rmsle"],
         evaluated.model_uri,
     )
-    return asdict(evaluated)
+    return {**asdict(evaluated), "rows": len(listings)}
 
 
 def register(evaluated: dict[str, Any], *, settings: Settings | None = None) -> dict[str, Any]:
@@ -285,11 +316,17 @@ def promote(
     batch_ids: list[str] | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Alias the version ``challenger`` and make it ``champion`` if it beats the current one."""
+    """Alias the version ``challenger`` and make it ``champion`` if it beats the current one.
+
+    Both are scored on the test split of the rows the version was trained on (for a query, those
+    its run pinned).
+    """
     settings, params = _setup(settings)
+    from price_alchemy import mlflow_store
     from price_alchemy.training.stages import promote_stage
 
-    _, split, _ = _training_split(settings, params, query=query, batch_ids=batch_ids)
+    run_id = mlflow_store.version_info(settings, str(version)).run_id if query else None
+    listings, split, _ = _training_split(settings, params, query=query, batch_ids=batch_ids, run_id=run_id)
     decision = promote_stage(split, settings, params, str(version))
     log.info(
         "%s v%s %s: %s",
@@ -298,7 +335,7 @@ def promote(
         "PROMOTED to champion" if decision.promoted else "not promoted",
         decision.reason,
     )
-    return asdict(decision)
+    return {**asdict(decision), "rows": len(listings)}
 
 
 def check_drift(

@@ -200,11 +200,39 @@ def register_stage(settings: Settings, evaluated: EvaluatedModel) -> str:
 def promote_stage(split: Split, settings: Settings, params: Params, version: str) -> PromotionDecision:
     """Alias the version ``challenger``, score the champion on the same test rows, apply the rule.
 
-    The decision, its reason and both scores are recorded on the version and its run.
+    Serialized across processes by the registry's promotion lease: the champion is read, scored
+    and replaced by one promotion at a time, so two concurrent runs cannot both beat the old
+    champion and leave the worse one crowned. The decision, its reason and both scores are
+    recorded on the version and its run.
     """
     registered = mlflow_store.version_info(settings, version)
     challenger_rmsle = float(registered.tags["test_rmsle"])
     mlflow_store.set_alias(settings, CHALLENGER, version)
+    with mlflow_store.promotion_lock(settings) as still_held:
+        decision = _decide(split, settings, params, version, challenger_rmsle)
+        still_held()
+        mlflow_store.record_promotion(
+            settings,
+            version,
+            promoted=decision.promoted,
+            tags=decision.as_tags(),
+            description=decision.description,
+            record=asdict(decision),
+        )
+    log.info(
+        "model %s v%s %s: %s",
+        settings.model_name,
+        version,
+        "promoted" if decision.promoted else "not promoted",
+        decision.reason,
+    )
+    return decision
+
+
+def _decide(
+    split: Split, settings: Settings, params: Params, version: str, challenger_rmsle: float
+) -> PromotionDecision:
+    """Score the current champion on ``split.test`` (loaded safely) and apply the rule."""
     current = mlflow_store.alias_version(settings, CHAMPION)
     champion_rmsle: float | None = None
     error: str | None = None
@@ -230,7 +258,7 @@ def promote_stage(split: Split, settings: Settings, params: Params, version: str
         champion_error=error,
         champion_refused=refused,
     )
-    decision = PromotionDecision(
+    return PromotionDecision(
         settings.model_name,
         version,
         promoted,
@@ -240,22 +268,6 @@ def promote_stage(split: Split, settings: Settings, params: Params, version: str
         champion_rmsle,
         margin,
     )
-    mlflow_store.record_promotion(
-        settings,
-        version,
-        promoted=promoted,
-        tags=decision.as_tags(),
-        description=decision.description,
-        record=asdict(decision),
-    )
-    log.info(
-        "model %s v%s %s: %s",
-        settings.model_name,
-        version,
-        "promoted" if promoted else "not promoted",
-        reason,
-    )
-    return decision
 
 
 def run_training(
