@@ -53,6 +53,14 @@ class ShippingError(PriceAlchemyError):
     """The events could not be shipped (target unreachable for too long, another shipper running)."""
 
 
+class EventLogError(PriceAlchemyError):
+    """The durable event log cannot be opened for writing (e.g. no free writer stream)."""
+
+
+class EventLogFullError(EventLogError):
+    """The event log holds its maximum size of events not yet shipped: this event is not written."""
+
+
 class TransientError(Exception):
     """A shipping sink could not deliver the whole batch now (target down, overloaded, timing out).
 

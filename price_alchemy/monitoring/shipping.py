@@ -6,16 +6,24 @@ batch at a time, and moves the checkpoint only after the sink confirmed every ev
 delivered (at least once: a crash or an outage replays the batch), and a replay cannot duplicate
 (each document is created with ``_id = event.id``; a 409 means it is already there).
 
+The log has one stream per writer process (:mod:`price_alchemy.eventlog`); the shipper reads them
+all, taking turns, with one checkpoint per stream, and commits each stream's part of a batch. A
+batch is bounded by bytes before anything is decoded (``max_batch_bytes``; a single event larger
+than that goes alone up to ``max_event_bytes``), so memory does not grow with the event size.
+
 While the target is down the same batch is retried with exponential back-off and jitter, forever
 in ``--follow`` mode; nothing is dropped or skipped. Events no retry can deliver (a line that is
-not JSON, no ``event.id`` or ``@timestamp``, a mapping rejection) are written with their reason to
-the dead-letter log ``request-log/dead-letter/`` and the rest go on.
+not JSON, no ``event.id`` or ``@timestamp``, a mapping rejection, a line cut short by a crash, an
+event larger than ``max_event_bytes``, copied whole to ``dead-letter/oversized/`` without being
+decoded) are written with their reason to the dead-letter log ``request-log/dead-letter/`` and
+the rest go on.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import random
 import signal
 import threading
@@ -28,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from price_alchemy.errors import InvalidEventError, ShippingError, TransientError
-from price_alchemy.eventlog import EventLogReader, EventLogWriter, LogRecord
+from price_alchemy.eventlog import EventLogReader, EventLogWriter, LogRecord, Position, segment_path
 from price_alchemy.monitoring.sinks import ItemResult, Sink, event_id, index_name
 
 if TYPE_CHECKING:
@@ -38,6 +46,10 @@ log = logging.getLogger(__name__)
 
 READER_NAME = "shipper"
 DEAD_LETTER_DIR = "dead-letter"
+OVERSIZED_DIR = "oversized"  # under the dead-letter folder: whole lines too large to ship
+#: Default byte budget of one batch, and the largest single event shipped (alone) at all.
+MAX_BATCH_BYTES = 8_000_000
+MAX_EVENT_BYTES = 8_000_000
 #: How long ``--once`` keeps retrying an unreachable target before giving up with an error.
 ONCE_GIVE_UP_S = 30.0
 
@@ -84,7 +96,8 @@ class Shipper:
         sink: Sink,
         *,
         batch_size: int = 1000,
-        max_batch_bytes: int = 8_000_000,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        max_event_bytes: int = MAX_EVENT_BYTES,
         backoff: Backoff | None = None,
         poll_interval_s: float = 0.2,
         on_progress: Callable[[ShipStats], None] | None = None,
@@ -94,10 +107,11 @@ class Shipper:
         self.sink = sink
         self.batch_size = batch_size
         self.max_batch_bytes = max_batch_bytes  # a bulk of 1,000 batch requests could be 100s of MB
+        self.max_event_bytes = max_event_bytes
         self.backoff = backoff or Backoff()
         self.poll_interval_s = poll_interval_s
         self.on_progress = on_progress or (lambda stats: None)
-        self.reader = EventLogReader(log_dir, READER_NAME)
+        self.reader = EventLogReader(log_dir, READER_NAME, seal_idle=True)
         self.dead_letter_dir = log_dir / DEAD_LETTER_DIR
         self.stats = ShipStats()
         self._rng = random.Random(seed)
@@ -133,7 +147,9 @@ class Shipper:
 
     def _ship_batch(self, stop: threading.Event, give_up_after_s: float | None) -> bool:
         """Deliver and commit the next batch; False when the log has nothing new."""
-        records = within_bytes(self.reader.read(max_events=self.batch_size), self.max_batch_bytes)
+        records = self.reader.read(
+            max_events=self.batch_size, max_bytes=self.max_batch_bytes, max_event_bytes=self.max_event_bytes
+        )
         if not records:
             return False
         events: list[tuple[LogRecord, dict[str, Any]]] = []
@@ -155,8 +171,12 @@ class Shipper:
             else:
                 self.stats.delivered += 1
         if dead:
-            self._dead_letter(sorted(dead, key=lambda d: d[0].end))
-        self.reader.commit(records[-1].end)
+            self._dead_letter(sorted(dead, key=lambda d: _log_order(d[0].end)))
+        ends: dict[str, Position] = {}
+        for record in records:  # in log order within each stream: the last one is the furthest
+            ends[record.end.stream] = record.end
+        for end in ends.values():
+            self.reader.commit(end)
         self.stats.batches += 1
         self._set_state("shipping")
         return True
@@ -206,23 +226,48 @@ class Shipper:
 
     # --- dead letters ---------------------------------------------------------------------
     def _dead_letter(self, dead: list[tuple[LogRecord, str, int | None]]) -> None:
-        if self._dead_letters is None:
-            self._dead_letters = EventLogWriter(self.dead_letter_dir)
+        if self._dead_letters is None:  # synced per append: a dead letter is an event's only copy
+            self._dead_letters = EventLogWriter(self.dead_letter_dir, fsync="always")
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for record, reason, status in dead:
-            self._dead_letters.append(
-                {
-                    "@timestamp": now,
-                    "reason": reason,
-                    "status": status,
-                    "sink": self.sink.name,
-                    "source": {"segment": record.end.seq, "end_offset": record.end.offset},
-                    "event": record.event,
-                    "raw": None if record.event is not None else record.raw.decode("utf-8", "replace"),
-                }
-            )
+            letter = {
+                "@timestamp": now,
+                "reason": reason,
+                "status": status,
+                "sink": self.sink.name,
+                "source": {
+                    "stream": record.end.stream,
+                    "segment": record.end.seq,
+                    "end_offset": record.end.offset,
+                },
+                "event": record.event,
+                "raw": None if record.event is not None else record.raw.decode("utf-8", "replace"),
+            }
+            if record.oversized:
+                letter["copy"] = self._copy_aside(record)
+            self._dead_letters.append(letter)
             log.error("dead-lettered an event (%s) to %s", reason, self.dead_letter_dir)
         self.stats.dead_lettered += len(dead)
+
+    def _copy_aside(self, record: LogRecord) -> str:
+        """Copy an oversized line whole, in chunks (never decoded, never all in memory)."""
+        start = record.start
+        assert start is not None
+        folder = self.dead_letter_dir / OVERSIZED_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{start.stream or 'main'}-{start.seq:012d}-{start.offset}.jsonl"
+        left = record.end.offset - start.offset
+        with segment_path(self.log_dir, start.seq, start.stream).open("rb") as src, target.open("wb") as dst:
+            src.seek(start.offset)
+            while left > 0:
+                chunk = src.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                left -= len(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        return target.relative_to(self.dead_letter_dir).as_posix()
 
     def _set_state(self, state: str) -> None:
         self.stats.state = state
@@ -241,14 +286,8 @@ class Shipper:
         self.close()
 
 
-def within_bytes(records: list[LogRecord], budget: int) -> list[LogRecord]:
-    """The longest prefix of ``records`` within ``budget`` bytes (at least one record)."""
-    total = 0
-    for i, record in enumerate(records):
-        total += len(record.raw)
-        if total > budget and i > 0:
-            return records[:i]
-    return records
+def _log_order(position: Position) -> tuple[str, int, int]:
+    return position.stream, position.seq, position.offset
 
 
 def _invalid(event: dict[str, Any] | None) -> str | None:
