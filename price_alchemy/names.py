@@ -29,6 +29,10 @@ SELECTION_ARTIFACT: Final = "data/selection.parquet"
 """The (batch_id, listing_id) rows a query selected, pinned by the first training task."""
 MODEL_DIGEST_TAG: Final = "price_alchemy.model_digest"
 """Version tag: SHA-256 of the serialized model file, recorded at registration, checked at load."""
+PROFILE_DIGEST_TAG: Final = "price_alchemy.profile_digest"
+"""Version tag: SHA-256 of the run's training profile (it holds the price interval the API applies)."""
+TEST_RMSLE_TAG: Final = "test_rmsle"
+RUN_ID_TAG: Final = "run_id"
 
 # --- Elasticsearch indices -----------------------------------------------------------------
 REQUESTS_INDEX_PREFIX: Final = "price-alchemy-requests"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,13 +18,15 @@ from mlflow.models import infer_signature
 from price_alchemy.errors import ModelNotFoundError, ModelRefusedError
 from price_alchemy.estimators import TRUSTED_TYPES
 from price_alchemy.mlflow_store.tracking import client, download
-from price_alchemy.model_files import load_model_dir, model_digest
+from price_alchemy.model_files import check_model_dir, file_digest, load_model_dir, model_digest
 from price_alchemy.names import (
     CHAMPION,
     MODEL_ARTIFACT,
     MODEL_DIGEST_TAG,
     PROFILE_ARTIFACT,
+    PROFILE_DIGEST_TAG,
     PROMOTION_ARTIFACT,
+    RUN_ID_TAG,
 )
 
 if TYPE_CHECKING:
@@ -76,13 +79,21 @@ def log_model(pipeline: Any, example: pd.DataFrame) -> str:
     return str(info.model_uri)
 
 
-def register_model(settings: Settings, model_uri: str, tags: Mapping[str, str]) -> str:
-    """A new version of ``settings.model_name`` from a logged model, pinned to its file's digest."""
+def register_model(
+    settings: Settings, model_uri: str, tags: Mapping[str, str], *, run_id: str | None = None
+) -> str:
+    """A new version of ``settings.model_name`` from a logged model, pinned to the digests of its
+    model file and of its run's training profile (which holds the price interval)."""
+    pins: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        digest = model_digest(download(settings, model_uri, Path(tmp)))
-    registered = mlflow.register_model(
-        model_uri, settings.model_name, tags={**tags, MODEL_DIGEST_TAG: digest}
-    )
+        pins[MODEL_DIGEST_TAG] = model_digest(download(settings, model_uri, Path(tmp)))
+        if run_id:
+            try:
+                profile = download(settings, f"runs:/{run_id}/{PROFILE_ARTIFACT}", Path(tmp) / "profile")
+                pins[PROFILE_DIGEST_TAG] = file_digest(profile)
+            except MlflowException:
+                log.warning("run %s has no %s to pin", run_id, PROFILE_ARTIFACT)
+    registered = mlflow.register_model(model_uri, settings.model_name, tags={**tags, **pins})
     return str(registered.version)
 
 
@@ -117,7 +128,7 @@ class VersionInfo:
 def _info(mv: Any) -> VersionInfo:
     created = datetime.fromtimestamp(mv.creation_timestamp / 1000, tz=UTC) if mv.creation_timestamp else None
     tags = dict(mv.tags or {})
-    return VersionInfo(str(mv.name), str(mv.version), mv.run_id or tags.get("run_id"), tags, created)
+    return VersionInfo(str(mv.name), str(mv.version), mv.run_id or tags.get(RUN_ID_TAG), tags, created)
 
 
 def version_info(settings: Settings, version: str) -> VersionInfo:
@@ -184,12 +195,24 @@ def record_promotion(
 
 
 def _download_version(settings: Settings, info: VersionInfo, destination: Path) -> Path:
-    """A version's model files in ``destination``; refused unless a registered digest pins them."""
-    if info.digest is None:
-        raise ModelRefusedError(f"{info.label}: no {MODEL_DIGEST_TAG} tag (not registered by price_alchemy)")
-    return download(
+    """A version's model files in ``destination``, checked; ``info.digest`` set (pinned if legacy).
+
+    A version registered before digests existed (no tag) is checked for format and types without
+    being deserialized, then pinned: its digest is recorded now, trust on first use, and every
+    later load is held to it. A version with a digest must match it.
+    """
+    model_dir = download(
         settings, client(settings).get_model_version_download_uri(info.name, info.version), destination
     )
+    if info.digest is None:
+        check_model_dir(model_dir, info.label)
+        digest = model_digest(model_dir)
+        client(settings).set_model_version_tag(info.name, info.version, MODEL_DIGEST_TAG, digest)
+        info.tags[MODEL_DIGEST_TAG] = digest
+        log.warning(
+            "%s had no %s (registered before digests): pinned to %s", info.label, MODEL_DIGEST_TAG, digest
+        )
+    return model_dir
 
 
 def load_version(settings: Settings, info: VersionInfo) -> Any:
@@ -199,41 +222,64 @@ def load_version(settings: Settings, info: VersionInfo) -> Any:
         return load_model_dir(model_dir, expected_digest=info.digest, what=info.label)
 
 
+_MODELS_URI = re.compile(r"^models:/*(?P<name>[^/@]+)(?P<sep>[/@])(?P<ref>[^/@]+)/*$", re.IGNORECASE)
+
+
 def load_model(settings: Settings, uri: str) -> Any:
     """The pipeline behind a model URI, loaded safely.
 
-    ``models:/<name>/<version>`` and ``models:/<name>@<alias>`` of the configured registered model
-    must match the digest recorded at registration; any other URI (``runs:/...``, another model, a
-    local path) gets the format and trusted-type checks only, and a warning.
+    A ``models:`` URI (``models:/<name>/<version>``, ``models:/<name>@<alias>``, any spelling) must
+    name the configured registered model, and its file must match the digest recorded at
+    registration. Any other URI (``runs:/...``, a local path) gets the format, type and pipeline
+    checks only, and a warning.
     """
-    prefix = f"models:/{settings.model_name}"
-    if uri.startswith((prefix + "/", prefix + "@")):
-        ref = uri[len(prefix) + 1 :]
-        by_alias = uri[len(prefix)] == "@"
+    if uri.lower().startswith("models:"):
+        match = _MODELS_URI.match(uri)
+        if match is None or match["name"] != settings.model_name:
+            raise ModelRefusedError(
+                f"{uri}: only models:/{settings.model_name}/<version> or models:/{settings.model_name}@<alias> "
+                "are loaded from the registry"
+            )
+        by_alias = match["sep"] == "@"
         return load_version(
-            settings, require_alias(settings, ref) if by_alias else version_info(settings, ref)
+            settings,
+            require_alias(settings, match["ref"]) if by_alias else version_info(settings, match["ref"]),
         )
     log.warning("loading %s without a registered digest (format and trusted types still checked)", uri)
     with tempfile.TemporaryDirectory() as tmp:
         return load_model_dir(download(settings, uri, Path(tmp)), expected_digest=None, what=uri)
 
 
+def _profile(settings: Settings, info: VersionInfo, destination: Path) -> dict[str, Any] | None:
+    """The version's training profile, held to its registered digest; None when the run has none."""
+    import json
+
+    if not info.run_id:
+        return None
+    try:
+        path = Path(client(settings).download_artifacts(info.run_id, PROFILE_ARTIFACT, str(destination)))
+    except Exception as exc:  # an older run without a profile: served without a price range
+        log.warning("%s has no usable %s: %s", info.label, PROFILE_ARTIFACT, exc)
+        return None
+    pinned = info.tags.get(PROFILE_DIGEST_TAG)
+    if pinned is not None and file_digest(path) != pinned:
+        raise ModelRefusedError(f"{info.label}: {PROFILE_ARTIFACT} differs from the one registered with it")
+    try:
+        profile = json.loads(path.read_text())
+    except ValueError as exc:
+        log.warning("%s: %s is not JSON: %s", info.label, PROFILE_ARTIFACT, exc)
+        return None
+    return profile if isinstance(profile, dict) else None
+
+
 def download_version(
     settings: Settings, version: str, destination: Path
 ) -> tuple[Path, VersionInfo, dict[str, Any] | None]:
-    """A version's model files in ``destination`` (not loaded), its info and its training profile.
+    """A version's model files in ``destination`` (checked, not loaded), its info and its profile.
 
-    The profile (``PROFILE_ARTIFACT`` of the version's run) is None for a run that logged none.
+    The profile (``PROFILE_ARTIFACT`` of the version's run, held to its registered digest) is None
+    for a run that logged none.
     """
-    import json
-
     info = version_info(settings, version)
     model_dir = _download_version(settings, info, destination)
-    profile = None
-    if info.run_id:
-        try:
-            path = client(settings).download_artifacts(info.run_id, PROFILE_ARTIFACT, str(destination))
-            profile = json.loads(Path(path).read_text())
-        except Exception as exc:  # an older run without a profile: the caller decides
-            log.warning("%s has no usable %s: %s", info.label, PROFILE_ARTIFACT, exc)
-    return model_dir, info, profile
+    return model_dir, info, _profile(settings, info, destination)

@@ -32,6 +32,7 @@ from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
 from price_alchemy.errors import ModelNotFoundError, ModelRefusedError
 from price_alchemy.model_files import load_model_dir
+from price_alchemy.names import TEST_RMSLE_TAG
 from price_alchemy.profile import PriceInterval
 from price_alchemy.schema import FEATURE_COLUMNS
 from price_alchemy.serving.schemas import EXAMPLE_LISTING
@@ -119,6 +120,8 @@ class ModelStore:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one load at a time (watcher vs an explicit refresh)
         self.last_error: str | None = None
+        #: The version the alias points at that was refused as unsafe (the served one stays).
+        self.refused_version: str | None = None
 
     @property
     def current(self) -> LoadedModel | None:
@@ -139,7 +142,7 @@ class ModelStore:
         staging = self.cache_dir / f".staging-{uuid.uuid4().hex[:8]}"
         try:
             model_dir, info, profile = mlflow_store.download_version(self.settings, version, staging)
-            rmsle = info.tags.get("test_rmsle")
+            rmsle = info.tags.get(TEST_RMSLE_TAG)
             meta = ModelMetadata(
                 name=name,
                 version=str(version),
@@ -230,18 +233,35 @@ class ModelStore:
             log.warning("cannot load the model from the registry (%s); trying the local cache", exc)
             try:
                 self._swap(self.load_cached())
+                if isinstance(exc, ModelRefusedError):  # the alias points at a refused version: say so
+                    self.last_error = str(exc)
             except ModelNotFoundError as cache_exc:
                 self._failed(f"registry: {exc}; cache: {cache_exc}")
                 log.error("no model to serve: %s", self.last_error)
 
     def refresh(self) -> bool:
-        """Load and swap in the alias's version if it differs from the one served; True if swapped."""
+        """Load and swap in the alias's version if it differs from the one served; True if swapped.
+
+        A version refused as unsafe is remembered (``refused_version``) and not downloaded again
+        until the alias moves; the served model stays. Reaching the registry and finding the
+        served version clears a stale ``last_error``.
+        """
         with self._lock:
             version = self.registry_version()
             current = self._current
             if current is not None and current.meta.version == version:
+                self.last_error, self.refused_version = None, None
                 return False
-            self._swap(self._load_from_registry(version))
+            if version == self.refused_version:
+                return False
+            try:
+                loaded = self._load_from_registry(version)
+            except ModelRefusedError as exc:
+                self.refused_version, self.last_error = version, str(exc)
+                log.error("refused %s: %s; still serving %s", version, exc, current and current.meta.version)
+                raise
+            self._swap(loaded)
+            self.refused_version = None
             return True
 
     def _watch(self) -> None:

@@ -148,6 +148,11 @@ class ModelInfo(BaseModel):
         "unreachable version); null if none failed since. Only when an API key is configured: it names "
         "internal hosts and paths.",
     )
+    refused_version: str | None = Field(
+        default=None,
+        description="The version the alias now points at, refused as unsafe to load (not skops, an "
+        "untrusted type, or files that differ from their registered digest); this model keeps serving.",
+    )
 
 
 class Health(BaseModel):

@@ -26,7 +26,14 @@ from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
 from price_alchemy.errors import ModelRefusedError, TrainingError
 from price_alchemy.estimators import MedianPriceBaseline
-from price_alchemy.names import CHALLENGER, CHAMPION, PROFILE_ARTIFACT, SEARCH_OUTCOME_ARTIFACT
+from price_alchemy.names import (
+    CHALLENGER,
+    CHAMPION,
+    PROFILE_ARTIFACT,
+    RUN_ID_TAG,
+    SEARCH_OUTCOME_ARTIFACT,
+    TEST_RMSLE_TAG,
+)
 from price_alchemy.params import Params
 from price_alchemy.profile import PROFILE_ROWS, PriceInterval, reference_profile
 from price_alchemy.schema import FEATURE_COLUMNS, PRICE
@@ -191,8 +198,8 @@ def fit_stage(
 
 def register_stage(settings: Settings, evaluated: EvaluatedModel) -> str:
     """Register the logged model as a new version of ``settings.model_name``; return the version."""
-    tags = {"run_id": evaluated.run_id, "test_rmsle": repr(float(evaluated.test_metrics["rmsle"]))}
-    version = mlflow_store.register_model(settings, evaluated.model_uri, tags)
+    tags = {RUN_ID_TAG: evaluated.run_id, TEST_RMSLE_TAG: repr(float(evaluated.test_metrics["rmsle"]))}
+    version = mlflow_store.register_model(settings, evaluated.model_uri, tags, run_id=evaluated.run_id)
     log.info("registered %s v%s from run %s", settings.model_name, version, evaluated.run_id)
     return version
 
@@ -206,7 +213,7 @@ def promote_stage(split: Split, settings: Settings, params: Params, version: str
     recorded on the version and its run.
     """
     registered = mlflow_store.version_info(settings, version)
-    challenger_rmsle = float(registered.tags["test_rmsle"])
+    challenger_rmsle = float(registered.tags[TEST_RMSLE_TAG])
     mlflow_store.set_alias(settings, CHALLENGER, version)
     with mlflow_store.promotion_lock(settings) as still_held:
         decision = _decide(split, settings, params, version, challenger_rmsle)

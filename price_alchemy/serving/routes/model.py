@@ -61,4 +61,5 @@ async def model_info(store: Store, settings: SettingsDep, ctx: Context) -> Model
         source="cache" if model.source == "cache" else "registry",
         loaded_at=model.loaded_at,
         load_error=load_error,
+        refused_version=store.refused_version,
     )
