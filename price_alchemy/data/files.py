@@ -7,6 +7,12 @@ frame of :mod:`price_alchemy.schema` and never fails on bad records: every recor
 parsed into the column types is returned in ``rejects`` with its physical line and a reason, so
 nothing is dropped silently. Content rules (ranges, duplicates, missing names) are validation's job.
 
+For scoring, :func:`stream_listings` reads leniently and in chunks instead (memory stays flat
+whatever the file's size): a missing or invalid field that is not essential is taken as unknown
+and flagged, a record with the wrong number of fields is realigned or re-read without quoting, and
+only records without an id are left out (:mod:`~price_alchemy.data.repair`,
+:mod:`~price_alchemy.data.lenient`).
+
 This module is the public entry point; the work is done in three stages, one module each:
 :mod:`~price_alchemy.data.sources` (format, compression, archives: opening the bytes),
 :mod:`~price_alchemy.data.readers` (streaming records out of delimited text or parquet, in chunks
@@ -19,12 +25,15 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from price_alchemy import schema
+from price_alchemy.data.lenient import lenient_delimited, lenient_parquet
 from price_alchemy.data.parsing import Rejects, empty_listings, rejects_frame
 from price_alchemy.data.readers import (
     CHUNK_ROWS,
@@ -34,6 +43,7 @@ from price_alchemy.data.readers import (
     read_delimited,
     read_parquet,
 )
+from price_alchemy.data.repair import ListingChunk
 from price_alchemy.data.sources import SEPARATORS, detect, open_source, open_writer
 from price_alchemy.errors import DataFormatError
 
@@ -41,10 +51,13 @@ __all__ = [
     "CHUNK_ROWS",
     "KAGGLE_COLUMNS",
     "RAW_MAX_CHARS",
+    "ListingChunk",
+    "ListingStream",
     "Progress",
     "ReadResult",
     "open_source",
     "read_listings",
+    "stream_listings",
     "write_listings",
 ]
 
@@ -106,6 +119,41 @@ def read_listings(path: str | Path, *, on_progress: Progress | None = None) -> R
         time.perf_counter() - started,
     )
     return ReadResult(listings, rejected, id_column, has_price, str(path))
+
+
+@dataclass(frozen=True)
+class ListingStream:
+    """A listings file being read leniently: its layout and its chunks (read once, in file order)."""
+
+    source: str
+    id_column: str
+    has_price: bool
+    chunks: Iterator[ListingChunk]
+
+
+@contextmanager
+def stream_listings(path: str | Path, *, chunk_rows: int = CHUNK_ROWS) -> Iterator[ListingStream]:
+    """Open a listings file for lenient, chunked reading; the chunks must be consumed inside the block.
+
+    Header problems (no id column, a required column missing) still raise :class:`DataFormatError`:
+    without them no record can be read at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file")
+    with open_source(path) as source:
+        if source.fmt == "parquet":
+            id_column, has_price, chunks = lenient_parquet(source, str(path), chunk_rows)
+        else:
+            id_column, has_price, chunks = lenient_delimited(
+                source, SEPARATORS[source.fmt], str(path), chunk_rows
+            )
+        try:
+            yield ListingStream(str(path), id_column, has_price, chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
 
 def write_listings(df: pd.DataFrame, path: str | Path, *, id_column: str = schema.TRAIN_ID) -> Path:

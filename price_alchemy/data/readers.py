@@ -13,6 +13,7 @@ import csv
 import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 CHUNK_ROWS = 50_000
 """Records converted per chunk; also how often ``on_progress`` is called."""
 RAW_MAX_CHARS = 1000
+FAST_BLOCK_BYTES = 16 << 20
+"""Bytes of text pyarrow parses per block (one frame per block on the fast path)."""
 _LOW_CARDINALITY = ("category_name", "brand_name")  # a few thousand distinct values in 1.48M rows
 
 Progress = Callable[[int], None]
@@ -73,19 +76,49 @@ def _read_fast(
     pyarrow gives no line numbers, so this path only succeeds for files without a single bad record;
     it returns None at the first problem and the caller falls back to :func:`_read_careful`.
     """
+    state = FastState()
+    frames: list[pd.DataFrame] = []
+    done = reported = 0
+    for frame in fast_batches(source, sep, names, id_column, has_price, state):
+        frames.append(frame)
+        done += len(frame)
+        if on_progress is not None and done - reported >= CHUNK_ROWS:
+            on_progress(reported := done)
+    return frames if state.complete else None
+
+
+@dataclass
+class FastState:
+    """How :func:`fast_batches` ended: ``complete`` unless it stopped at a record it cannot parse."""
+
+    complete: bool = False
+
+
+def fast_batches(
+    source: Source,
+    sep: str,
+    names: list[str],
+    id_column: str,
+    has_price: bool,
+    state: FastState,
+) -> Iterator[pd.DataFrame]:
+    """Canonical frames, one per pyarrow block, while every record parses; stops at the first that does not.
+
+    Every frame yielded is complete and correct: a block with a bad record is not yielded, and
+    ``state.complete`` stays False so the caller can re-read the rest record by record, skipping the
+    rows already yielded (pyarrow and :mod:`csv` count records alike: blank lines are not records).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
     keys = [f"c{i}" for i in range(len(names))]
     col = dict(zip(names, keys, strict=True))
-    frames: list[pd.DataFrame] = []
-    done = reported = 0
     try:
         with source.open_binary() as handle:
             batches = pcsv.open_csv(
                 handle,
-                read_options=pcsv.ReadOptions(column_names=keys, skip_rows=1, block_size=16 << 20),
+                read_options=pcsv.ReadOptions(column_names=keys, skip_rows=1, block_size=FAST_BLOCK_BYTES),
                 parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True),
                 convert_options=pcsv.ConvertOptions(
                     column_types=dict.fromkeys(keys, pa.string()), strings_can_be_null=False
@@ -96,13 +129,13 @@ def _read_fast(
                 for name in (id_column, *INT_COLUMNS):
                     ints = pc.cast(pc.utf8_trim_whitespace(batch.column(col[name])), pa.int64())
                     if ints.null_count:
-                        return None
+                        return
                     data[name] = ints.to_numpy()
                 if has_price:
                     text = pc.utf8_trim_whitespace(batch.column(col[schema.PRICE]))
                     price = pc.cast(pc.if_else(pc.equal(text, ""), None, text), pa.float64())
                     if pc.sum(pc.invert(pc.is_finite(price))).as_py():
-                        return None  # "nan"/"inf": let the careful path reject them with a line
+                        return  # "nan"/"inf": let the careful path reject them with a line
                     data[schema.PRICE] = price.to_numpy(zero_copy_only=False)
                 else:
                     data[schema.PRICE] = np.full(batch.num_rows, np.nan)
@@ -110,14 +143,11 @@ def _read_fast(
                 for name in schema.TEXT_COLUMNS:
                     data[name] = _arrow_text(batch.column(col[name]), name in _LOW_CARDINALITY, keep)
                 data[schema.LISTING_ID] = data.pop(id_column)
-                frames.append(pd.DataFrame(data, columns=list(schema.LISTING_COLUMNS)).astype(schema.DTYPES))
-                done += batch.num_rows
-                if on_progress is not None and done - reported >= CHUNK_ROWS:
-                    on_progress(reported := done)
+                yield pd.DataFrame(data, columns=list(schema.LISTING_COLUMNS)).astype(schema.DTYPES)
     except (pa.ArrowException, UnicodeError) as exc:
         log.info("%s: fast reader stopped (%s); re-reading record by record", source.path, exc)
-        return None
-    return frames
+        return
+    state.complete = True
 
 
 def _arrow_text(values: Any, low_cardinality: bool, keep: np.ndarray) -> Any:
