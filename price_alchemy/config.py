@@ -80,6 +80,37 @@ class Settings(BaseSettings):
         ge=4096,
         description="Size at which the request-log buffer starts a new segment file.",
     )
+    request_log_max_bytes: int = Field(
+        default=2_000_000_000,
+        ge=65_536,
+        description="Most bytes of request events the buffer holds unshipped (all workers); when full, "
+        "new events are dropped, counted in /metrics and logged, and requests are still answered.",
+    )
+    request_log_fsync: Literal["never", "interval", "always"] = Field(
+        default="interval",
+        description="When request events reach the disk: never (a crash of the process loses nothing, "
+        "a power cut loses what the OS had not written), every request_log_fsync_interval_s, or always.",
+    )
+    request_log_fsync_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Most seconds of events a power cut can lose with fsync=interval.",
+    )
+    request_log_refused_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="Most events per minute and worker for requests refused before authentication "
+        "(401, 413, 400 Content-Length); the others are only counted in /metrics.",
+    )
+    serve_workers: int = Field(
+        default=1, ge=1, le=64, description="API worker processes (uvicorn workers) sharing the home."
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "PRICE_ALCHEMY_PROMETHEUS_MULTIPROC_DIR"),
+        description="Where API workers share their metrics (set by `serve --workers N` for N > 1).",
+    )
 
     # --- monitoring (request-log shipping, drift) ---
     elasticsearch_url: str | None = Field(

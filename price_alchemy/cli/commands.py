@@ -244,13 +244,17 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Interface (default: PRICE_ALCHEMY_SERVE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: PRICE_ALCHEMY_SERVE_PORT).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Worker processes (default: PRICE_ALCHEMY_SERVE_WORKERS, 1)."),
+    ] = None,
 ) -> None:
-    """Serve the champion model over REST (uvicorn) until interrupted."""
+    """Serve the champion model over REST (uvicorn, N worker processes) until interrupted."""
     from price_alchemy.serving.server import run_server
 
     c: Context = ctx.obj
     with _domain_errors():
-        run_server(c.settings, host=host, port=port)
+        run_server(c.settings, host=host, port=port, workers=workers)
 
 
 # --- request-log shipping (owner: price_alchemy/monitoring/shipping) ---

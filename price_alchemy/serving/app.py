@@ -16,9 +16,9 @@ from price_alchemy.serving.deps import ServingState
 from price_alchemy.serving.handlers import install_handlers
 from price_alchemy.serving.metrics import ServingMetrics
 from price_alchemy.serving.middleware import RequestMiddleware
-from price_alchemy.serving.model_store import ModelStore
 from price_alchemy.serving.request_log import RequestEventLog
 from price_alchemy.serving.routes import health, model, predict
+from price_alchemy.serving.shared_home import SharedHomeModelStore
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,13 @@ with a calibrated price range. When `PRICE_ALCHEMY_API_KEY` is set, `/v1` routes
 def create_app(settings: Settings | None = None, *, watch: bool = True) -> FastAPI:
     """The API for ``settings`` (default: the process settings); ``watch=False`` skips the watcher."""
     settings = settings or get_settings()
-    state = ServingState(settings=settings, metrics=ServingMetrics())
+    state = ServingState(settings=settings, metrics=ServingMetrics(settings.prometheus_multiproc_dir))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         mlflow_store.serving_defaults()
         settings.ensure_home()
-        store = ModelStore(
+        store = SharedHomeModelStore(
             settings,
             on_swap=state.metrics.model_swapped,
             on_failure=state.metrics.model_refresh_failures.inc,
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> FastA
         )
         batcher.start()
         state.store, state.batcher = store, batcher
-        state.events = RequestEventLog(settings) if settings.request_log_enabled else None
+        state.events = RequestEventLog(settings, state.metrics) if settings.request_log_enabled else None
         try:
             yield
         finally:
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, watch: bool = True) -> FastA
             if state.events is not None:
                 state.events.close()
                 state.events = None
+            state.metrics.worker_stopped()
 
     app = FastAPI(
         title="Price Alchemy API",

@@ -2,7 +2,9 @@
 
 Pure ASGI (no ``BaseHTTPMiddleware``, which costs a task and a stream per request). It wraps
 every HTTP request; prediction routes also get their ECS event written once the response is
-sent, whatever the status, including bodies refused before routing.
+sent, whatever the status, including bodies refused before routing. Requests refused before
+authentication (401, 413, 400) are always counted in the metrics, but write their events only
+within ``request_log_refused_per_minute`` (see :class:`RequestEventLog`).
 
 An exception no handler translated is answered here with a generic 500 (request id in the body
 and the header, the traceback in the server log under that id). Starlette's own last-resort
@@ -21,7 +23,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from price_alchemy.serving.metrics import ServingMetrics
-from price_alchemy.serving.request_log import PREDICTION_ROUTES, RequestContext, RequestEventLog, build_event
+from price_alchemy.serving.request_log import (
+    PREDICTION_ROUTES,
+    REFUSED_STATUSES,
+    RequestContext,
+    RequestEventLog,
+    build_event,
+)
 from price_alchemy.serving.schemas import ErrorBody, ErrorType
 
 log = logging.getLogger(__name__)
@@ -147,10 +155,11 @@ class RequestMiddleware:
             event = build_event(
                 ctx, route=name, path=path, method=scope["method"], status=status, duration_ns=duration_ns
             )
-        except Exception:  # never let logging break an answered request
+        except Exception as exc:  # never let logging break an answered request
             log.exception("cannot build the request event for %s", ctx.request_id)
+            events.dropped("build_failed", None, exc)
             return
-        events.write(event)
+        events.write(event, refused=status in REFUSED_STATUSES)
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:

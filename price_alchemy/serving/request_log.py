@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,8 +15,10 @@ import numpy as np
 
 from price_alchemy import __version__
 from price_alchemy.config import Settings
+from price_alchemy.errors import EventLogFullError
 from price_alchemy.eventlog import EventLogWriter
 from price_alchemy.profile import CATEGORY_CUT, listing_signals
+from price_alchemy.serving.metrics import ServingMetrics
 from price_alchemy.serving.model_store import ModelMetadata
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,9 @@ DATASET = "price_alchemy.requests"
 NAME_CUT = 100
 #: Prediction routes that get a request event, by path (also when the body is rejected before routing).
 PREDICTION_ROUTES = {"/v1/predict": "predict", "/v1/predict/batch": "predict_batch"}
+#: Statuses of requests refused before authentication: their events are rate-limited.
+REFUSED_STATUSES = frozenset({400, 401, 413})
+DROP_LOG_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -113,18 +119,85 @@ def build_event(
 
 
 class RequestEventLog:
-    """Writes events to the durable log under ``settings.request_log_dir``; never fails a request."""
+    """Writes events to the durable log under ``settings.request_log_dir``; never fails a request.
 
-    def __init__(self, settings: Settings) -> None:
-        self._writer = EventLogWriter(settings.request_log_dir, settings.request_log_segment_bytes)
-        self.failures = 0
+    Each API worker process holds one (its own stream of the log). An event that is not written
+    is counted in ``price_alchemy_request_events_dropped_total{reason}`` and logged (the first at
+    once, then one summary line per ``DROP_LOG_INTERVAL_S``): ``buffer_full`` (the buffer holds
+    ``request_log_max_bytes`` not yet shipped: the request is answered, its event dropped),
+    ``write_failed`` (the disk refused it), ``build_failed``, and ``refused_over_rate``: requests
+    refused before authentication (401, 413, 400) write at most ``request_log_refused_per_minute``
+    events per minute, so a flood of unauthenticated requests cannot fill the buffer.
+    """
 
-    def write(self, event: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, metrics: ServingMetrics | None = None) -> None:
+        self._writer = EventLogWriter(
+            settings.request_log_dir,
+            settings.request_log_segment_bytes,
+            max_total_bytes=settings.request_log_max_bytes,
+            fsync=settings.request_log_fsync,
+            fsync_interval_s=settings.request_log_fsync_interval_s,
+        )
+        self._metrics = metrics or ServingMetrics()
+        self._refused = _TokenBucket(settings.request_log_refused_per_minute)
+        self._drops: Counter[str] = Counter()
+        self._drops_logged_at = -DROP_LOG_INTERVAL_S
+        log.info("request events: stream %r of %s", self._writer.stream or "main", settings.request_log_dir)
+
+    @property
+    def stream(self) -> str:
+        return self._writer.stream
+
+    def write(self, event: dict[str, Any], *, refused: bool = False) -> bool:
+        """Append the event (a ``refused`` one only within its rate); False if it was dropped."""
+        if refused and not self._refused.take():
+            self.dropped("refused_over_rate", event)
+            return False
         try:
             self._writer.append(event)
+        except EventLogFullError as exc:
+            self.dropped("buffer_full", event, exc)
+            return False
         except Exception as exc:  # a full disk must not turn answers into errors; say so loudly
-            self.failures += 1
-            log.error("cannot write request event %s: %s", event.get("event", {}).get("id"), exc)
+            self.dropped("write_failed", event, exc)
+            return False
+        self._metrics.events_written.inc()
+        self._metrics.buffer_bytes.set(self._writer.buffer_bytes)
+        return True
+
+    def dropped(self, reason: str, event: dict[str, Any] | None, error: Exception | None = None) -> None:
+        """Count and log an event that is not written."""
+        self._metrics.events_dropped.labels(reason).inc()
+        self._metrics.buffer_bytes.set(self._writer.buffer_bytes)
+        self._drops[reason] += 1
+        now = time.monotonic()
+        if now - self._drops_logged_at < DROP_LOG_INTERVAL_S:
+            return
+        request_id = ((event or {}).get("event") or {}).get("id")
+        counts = ", ".join(f"{n} {r}" for r, n in sorted(self._drops.items()))
+        level = logging.WARNING if set(self._drops) == {"refused_over_rate"} else logging.ERROR
+        log.log(level, "request events not written: %s (last: %s, %s)", counts, request_id, error or reason)
+        self._drops.clear()
+        self._drops_logged_at = now
 
     def close(self) -> None:
         self._writer.close()
+
+
+class _TokenBucket:
+    """At most ``per_minute`` takes in any minute, refilled continuously (a burst of ``per_minute``)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.tokens = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
