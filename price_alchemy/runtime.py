@@ -1,8 +1,9 @@
-"""Process start-up shared by every entry point: the CLI, the orchestrator tasks, the API server.
+"""Process start-up shared by the CLI and the orchestrator tasks.
 
-Logging handlers are the entry point's own (rich for the CLI, Airflow's for tasks, uvicorn's for
-the API); what every process needs the same way lives here: quiet third-party loggers, the home
-tree, the parameters file. Nothing here runs at import time.
+Logging handlers are the entry point's own (rich for the CLI, Airflow's for tasks); what both need
+the same way lives here: quiet third-party loggers, the home tree, the parameters file. The API
+server starts in its FastAPI lifespan instead (it reads no parameters file). Nothing here runs at
+import time.
 """
 
 from __future__ import annotations
