@@ -2,24 +2,49 @@
 
 They catch what breaks such a stack silently: a setting name the package does not read, a mounted
 file that is not in the repository, a build stage or COPY source that does not exist, images whose
-versions disagree with the lock, secrets committed in the example environment.
+versions disagree with the lock, secrets committed in the example environment. And that the stack
+is closed by default (docs/security.md): only the four UIs are published, on 127.0.0.1 unless
+BIND_ADDRESS says otherwise; MLflow runs its basic-auth app, Elasticsearch and Kibana their
+security; every secret is a required ${VAR} that .env.example lists empty, never a literal; each
+client of MLflow and Elasticsearch logs in as its own user with only its own rights. The two
+one-shot setup jobs (docker/setup/*.sh) run here for real, against stub servers.
 """
 
 from __future__ import annotations
 
+import base64
+import importlib.metadata
+import json
+import os
 import re
+import shutil
+import stat
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
 
+from price_alchemy import names
 from price_alchemy.config import Settings
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
+SETUP = DOCKER / "setup"
+ROLES = SETUP / "elasticsearch-roles"
+PIPELINE = ROOT / "logstash" / "pipeline" / "price-alchemy.conf"
+#: Environment variable names that hold a secret.
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN")
+#: A compose reference ${VAR}, ${VAR:-default}, ${VAR:?message} (not an escaped $${VAR}).
+REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+#: What a person opens: the only services that may publish a port, and their container ports.
+PUBLISHED = {"api": 8000, "airflow-apiserver": 8080, "mlflow": 5000, "kibana": 5601}
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +142,536 @@ def test_image_versions_agree_with_the_lock(compose: dict[str, Any]) -> None:
     )
 
 
+def _example_env() -> dict[str, str]:
+    lines = (DOCKER / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
 def test_the_example_environment_holds_no_secret_values() -> None:
-    for line in (DOCKER / ".env.example").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            name, value = line.split("=", 1)
-            if any(word in name for word in ("PASSWORD", "SECRET", "API_KEY")):
-                assert value == "", f"{name} has a value in .env.example"
+    example = _example_env()
+    secrets = [name for name in example if SECRET_NAME.search(name)]
+    assert len(secrets) >= 12, secrets  # the check below must have something to check
+    for name in secrets:
+        assert example[name] == "", f"{name} has a value in .env.example"
     assert "docker/.env" in (ROOT / ".gitignore").read_text().split()
+
+
+# --- closed by default: what is published -------------------------------------------------------
+
+
+def _with_defaults(text: str) -> str:
+    """``text`` as compose renders it when the variables are unset: ``${VAR:-default}`` -> default."""
+    return REFERENCE.sub(lambda m: m.group(3) if m.group(2) == ":-" else m.group(0), text)
+
+
+def _published(compose: dict[str, Any]) -> list[tuple[str, str, str, int]]:
+    """``(service, raw host IP, host IP with defaults, container port)`` of every published port."""
+    published = []
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):  # long syntax
+                raw = str(port.get("host_ip", ""))
+                published.append((name, raw, _with_defaults(raw), int(port["target"])))
+                continue
+            # short syntax: [IP:][HOST:]CONTAINER; IP may be a ${VAR:-default} holding no colon
+            match = re.fullmatch(r"(?:(\$\{[^}]*\}|[^:]*):)?(?:([^:]*):)?(\d+)(?:/\w+)?", str(port))
+            assert match, f"{name}: cannot parse port {port!r}"
+            raw = (match.group(1) or "") if match.group(2) is not None else ""  # HOST:CONTAINER: no IP
+            published.append((name, raw, _with_defaults(raw), int(match.group(3))))
+    return published
+
+
+def test_only_what_a_person_opens_is_published_and_on_loopback_by_default(compose: dict[str, Any]) -> None:
+    published = _published(compose)
+    assert {(name, port) for name, _, _, port in published} == set(PUBLISHED.items())
+    for name, raw, host_ip, port in published:
+        assert host_ip == "127.0.0.1", f"{name}:{port} is published on {host_ip or 'every interface'}"
+        assert raw == "${BIND_ADDRESS:-127.0.0.1}", f"{name}:{port}: BIND_ADDRESS must be the one knob"
+    assert _example_env()["BIND_ADDRESS"] == "127.0.0.1"
+    for name, service in compose["services"].items():
+        assert service.get("network_mode") != "host", f"{name} would bypass the port bindings"
+
+
+def test_postgres_elasticsearch_and_logstash_are_not_published(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("postgres", "elasticsearch", "logstash"):
+        assert name in services
+        assert not services[name].get("ports"), f"{name} publishes {services[name]['ports']}"
+    internal = {5432, 9200, 9300, 9600}  # Postgres, Elasticsearch HTTP and transport, Logstash API
+    assert not [(n, p) for n, _, _, p in _published(compose) if p in internal]
+    # Logstash's monitoring API answers in its own container only
+    settings = yaml.safe_load((ROOT / "logstash" / "config" / "logstash.yml").read_text())
+    assert settings["api.http.host"] == "127.0.0.1"
+
+
+# --- closed by default: who may log in ---------------------------------------------------------
+
+
+def _required(value: Any) -> str | None:
+    """The variable a value is exactly a required reference to (``${VAR:?message}``), else None."""
+    match = REFERENCE.fullmatch(str(value))
+    return match.group(1) if match and match.group(2) == ":?" else None
+
+
+def _depends_on(compose: dict[str, Any], name: str) -> dict[str, str]:
+    """Every service ``name`` waits for, transitively, with the condition of the nearest edge."""
+    found: dict[str, str] = {}
+    todo = [name]
+    while todo:
+        deps = compose["services"][todo.pop()].get("depends_on", {})
+        for dep, spec in deps.items() if isinstance(deps, dict) else ((d, {}) for d in deps):
+            if dep not in found:
+                found[dep] = spec.get("condition", "service_started")
+                todo.append(dep)
+    return found
+
+
+def test_elasticsearch_and_kibana_run_with_security(compose: dict[str, Any]) -> None:
+    env = _environments(compose)
+    es = env["elasticsearch"]
+    assert es["xpack.security.enabled"] == "true"
+    assert _required(es["ELASTIC_PASSWORD"]) == "ELASTIC_PASSWORD"
+    assert not [k for k in es if "anonymous" in k.lower()], "anonymous access to Elasticsearch"
+    health = " ".join(compose["services"]["elasticsearch"]["healthcheck"]["test"])
+    assert "-u " in health, "with security on, an unauthenticated health check can never pass"
+    kibana = env["kibana"]
+    assert kibana["ELASTICSEARCH_USERNAME"] == "kibana_system"
+    assert _required(kibana["ELASTICSEARCH_PASSWORD"]) == "KIBANA_SYSTEM_PASSWORD"
+    assert not [k for k in kibana if "ANONYMOUS" in k or "AUTHC_PROVIDERS" in k], "anonymous Kibana"
+    assert _depends_on(compose, "kibana")["elasticsearch-setup"] == "service_completed_successfully"
+    airflow = env["airflow-apiserver"]
+    assert "SIMPLE_AUTH_MANAGER_ALL_ADMINS" not in " ".join(airflow), "Airflow UI without login"
+    assert _required(airflow["AIRFLOW__API_AUTH__JWT_SECRET"]) == "AIRFLOW_JWT_SECRET"
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return command.split() if isinstance(command, str) else [str(c) for c in command]
+
+
+def _flag(command: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(command):
+        if arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1]
+        if arg == flag and i + 1 < len(command):
+            return command[i + 1]
+    return None
+
+
+def _mounted(service: dict[str, Any], target: str) -> Path:
+    (host,) = [v.split(":")[0] for v in service.get("volumes", []) if v.split(":")[1] == target]
+    return (DOCKER / host).resolve()
+
+
+def test_mlflow_runs_the_basic_auth_app_with_its_dependencies(compose: dict[str, Any]) -> None:
+    mlflow = compose["services"]["mlflow"]
+    command = _command(mlflow)
+    assert command[0] == "server" and _flag(command, "--app-name") == "basic-auth"
+    env = mlflow["environment"]
+    assert _required(env["MLFLOW_AUTH_ADMIN_PASSWORD"]) == "MLFLOW_ADMIN_PASSWORD"
+    assert _required(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == "MLFLOW_FLASK_SERVER_SECRET_KEY"
+    config = _mounted(mlflow, env["MLFLOW_AUTH_CONFIG_PATH"])
+    ini = config.read_text()
+    assert not re.search(r"^\s*admin_password\s*=", ini, re.M), "a password in the auth config"
+    assert re.search(r"^default_permission = (READ|NO_PERMISSIONS)$", ini, re.M), "writes need a grant"
+    # the database password reaches the server as PGPASSWORD, never on its command line
+    backend = _flag(command, "--backend-store-uri") or ""
+    assert re.fullmatch(r"postgresql://mlflow@postgres/mlflow", backend), backend
+    assert _required(env["PGPASSWORD"]) == "MLFLOW_DB_PASSWORD"
+    assert "*" not in (_flag(command, "--allowed-hosts") or "*"), "MLflow must check the Host header"
+    allowed = _with_defaults(_flag(command, "--allowed-hosts") or "").split(",")
+    tracking = compose["x-price-alchemy-env"]["MLFLOW_TRACKING_URI"]
+    assert tracking.split("://", 1)[1].rstrip("/") in allowed, "the clients' Host header is refused"
+    # the auth app imports Flask-WTF, which is not in the lock: the mlflow stage installs the extra
+    extra = [
+        re.split(r"[<>=!;\s\[]", r, maxsplit=1)[0].lower()
+        for r in importlib.metadata.requires("mlflow") or []
+        if re.search(r"extra\s*==\s*['\"]auth['\"]", r)
+    ]
+    stage = (DOCKER / "Dockerfile").read_text().split("AS mlflow", 1)[1].split("\nFROM ", 1)[0]
+    installed = {p.split("==")[0].lower() for p in re.findall(r"\b[\w.-]+==[\w.]+", stage)}
+    assert extra and set(extra) <= installed, (
+        f"mlflow[auth] needs {extra}; the mlflow stage installs {installed}"
+    )
+
+
+#: The MLflow clients of the stack and the prefix of their account in mlflow-setup's environment.
+MLFLOW_CLIENTS = {"airflow-scheduler": "MLFLOW_AIRFLOW", "api": "MLFLOW_API"}
+
+
+def test_every_mlflow_client_logs_in_as_its_own_user(compose: dict[str, Any]) -> None:
+    env = _environments(compose)
+    setup = env["mlflow-setup"]
+    holders = {name for name, e in env.items() if "MLFLOW_TRACKING_PASSWORD" in e}
+    assert holders == set(MLFLOW_CLIENTS), "MLflow credentials belong to the clients only"
+    users = {}
+    for name, prefix in MLFLOW_CLIENTS.items():
+        user = env[name]["MLFLOW_TRACKING_USERNAME"]
+        assert user == setup[f"{prefix}_USERNAME"], f"{name} logs in as a user mlflow-setup does not create"
+        password = _required(env[name]["MLFLOW_TRACKING_PASSWORD"])
+        assert password == f"{prefix}_PASSWORD" == _required(setup[f"{prefix}_PASSWORD"])
+        assert _depends_on(compose, name)["mlflow-setup"] == "service_completed_successfully"
+        users[name] = user
+    assert len(set(users.values())) == len(users), users
+    assert _with_defaults(setup["MLFLOW_ADMIN_USERNAME"]) not in users.values(), "a client is the admin"
+    # LocalExecutor: the tasks run in the scheduler, the only Airflow container with credentials
+    assert env["airflow-scheduler"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    # the registered model mlflow-setup creates and grants on is the one the clients use
+    model = {
+        _with_defaults(e["PRICE_ALCHEMY_MODEL_NAME"]) for n, e in env.items() if n in {*users, "mlflow-setup"}
+    }
+    assert model == {Settings.model_fields["model_name"].default}
+
+
+#: The Elasticsearch clients: ``service: (username variable, password variable)`` in their env.
+ES_CLIENTS = {
+    "shipper": ("PRICE_ALCHEMY_ELASTICSEARCH_USERNAME", "PRICE_ALCHEMY_ELASTICSEARCH_PASSWORD"),
+    "airflow-scheduler": ("PRICE_ALCHEMY_ELASTICSEARCH_USERNAME", "PRICE_ALCHEMY_ELASTICSEARCH_PASSWORD"),
+    "logstash": ("LOGSTASH_ES_USERNAME", "LOGSTASH_ES_PASSWORD"),
+    "kibana": ("ELASTICSEARCH_USERNAME", "ELASTICSEARCH_PASSWORD"),
+    "kibana-setup": ("KIBANA_USERNAME", "KIBANA_PASSWORD"),
+}
+
+
+def _es_accounts(compose: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """``service: (username, password variable)`` of every Elasticsearch client."""
+    env = _environments(compose)
+    accounts = {}
+    for name, (user_var, password_var) in ES_CLIENTS.items():
+        password = _required(env[name].get(password_var))
+        assert password, f"{name} has no required {password_var}"
+        accounts[name] = (env[name][user_var], password)
+    return accounts
+
+
+def test_each_elasticsearch_client_has_its_own_user(compose: dict[str, Any]) -> None:
+    env = _environments(compose)
+    direct = {name for name, e in env.items() if "PRICE_ALCHEMY_ELASTICSEARCH_URL" in e}
+    assert direct == {"shipper", "airflow-scheduler"}, "the API never talks to Elasticsearch"
+    accounts = _es_accounts(compose)
+    users = [user for user, _ in accounts.values()]
+    assert len(set(users)) == len(users), f"shared Elasticsearch users: {accounts}"
+    assert len({p for _, p in accounts.values()}) == len(accounts), f"shared passwords: {accounts}"
+    assert "elastic" not in users, "no client runs as the superuser"
+    setup = env["elasticsearch-setup"]
+    created = {
+        setup[k]: _required(setup[k.replace("_USERNAME", "_PASSWORD")])
+        for k in setup
+        if k.endswith("_ES_USERNAME")
+    }
+    for name, (user, password) in accounts.items():
+        if user != "kibana_system":  # built in: elasticsearch-setup sets only its password
+            assert created.get(user) == password, f"{name}: elasticsearch-setup does not create {user}"
+        assert _depends_on(compose, name)["elasticsearch-setup"] == "service_completed_successfully"
+    assert _required(setup["KIBANA_SYSTEM_PASSWORD"]) == accounts["kibana"][1]
+    # Logstash's outputs log in with exactly the variables its service sets
+    conf = PIPELINE.read_text()
+    outputs = re.findall(r"elasticsearch\s*\{(.*?)\n\s*\}", conf, flags=re.S)
+    assert len(outputs) == 2
+    for block in outputs:
+        assert re.search(r'^\s*user\s*=>\s*"\$\{LOGSTASH_ES_USERNAME\}"', block, re.M)
+        assert re.search(r'^\s*password\s*=>\s*"\$\{LOGSTASH_ES_PASSWORD\}"', block, re.M)
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def _strings(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """Every scalar of the compose file with where it is (``services.api.environment.X``)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{where}[{i}]")
+    elif node is not None:
+        yield where, str(node)
+
+
+def _literal_secrets(text: str) -> list[str]:
+    """Secrets written out in ``text`` rather than referenced (``${VAR}`` in compose or Logstash,
+    ``$${VAR}`` from a container's own environment)."""
+    text = REFERENCE.sub("<ref>", text).replace("$${", "<ref>{")
+    found = []
+    for pattern in (
+        r"(?i)\b\w*(?:password|passwd|secret|token|api_?key)\w*\s*(?:=>|[=:])\s*\"?([^\s\",;}]+)",
+        r"://[^/@\s:]+:([^@/\s]+)@",  # user:password@host in a URL
+        r"(?:-u|--user)\s+\"?[^:\s\"]+:([^\s\"]+)",  # curl -u user:password
+    ):
+        found += [value for value in re.findall(pattern, text) if not value.startswith("<ref>")]
+    return found
+
+
+def test_no_literal_secret_in_the_compose_or_logstash_files(compose: dict[str, Any]) -> None:
+    for where, value in _strings(compose):
+        assert not _literal_secrets(value), f"{where}: literal secret in {value!r}"
+        name = where.rsplit(".", 1)[-1]
+        if ".environment." in where and SECRET_NAME.search(name):
+            assert _required(value), f"{where} must be exactly ${{VAR:?message}}, not {value!r}"
+    for path in [PIPELINE, *(ROOT / "logstash" / "config").iterdir(), DOCKER / "mlflow" / "basic_auth.ini"]:
+        assert not _literal_secrets(path.read_text()), f"{path.relative_to(ROOT)}: literal secret"
+    for block in re.findall(r"(\w+)\s*=>\s*\"([^\"]*)\"", PIPELINE.read_text()):
+        if re.search(r"(?i)password|secret|token|api_key", block[0]):
+            assert re.fullmatch(r"\$\{[A-Z_]+\}", block[1]), (
+                f"Logstash {block[0]} must be ${{VAR}}, no default"
+            )
+
+
+def test_every_secret_is_a_required_variable_the_example_lists_empty(compose: dict[str, Any]) -> None:
+    example = _example_env()
+    referenced: set[str] = set()
+    for where, value in _strings(compose):
+        for name, op, _ in REFERENCE.findall(value):
+            if SECRET_NAME.search(name):
+                referenced.add(name)
+                assert op == ":?", f"{where}: ${{{name}}} must be required (:?), never defaulted"
+                assert example.get(name) == "", f"{name} ({where}) is not listed empty in .env.example"
+    assert {
+        "ELASTIC_PASSWORD",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_API_PASSWORD",
+        "LOGSTASH_ES_PASSWORD",
+    } <= referenced
+    unused = {name for name in example if SECRET_NAME.search(name)} - referenced
+    assert not unused, f".env.example lists secrets nothing uses: {unused}"
+    # $${VAR} in a healthcheck reads the container's own environment: it must hold the secret
+    for name, service in compose["services"].items():
+        for var in re.findall(r"\$\$\{(\w+)\}", json.dumps(service.get("healthcheck", {}))):
+            assert _required((service.get("environment") or {}).get(var)), f"{name}: $${{{var}}} unset"
+
+
+# --- the one-shot setup jobs, run against stub servers --------------------------------------
+
+
+class _Stub(BaseHTTPRequestHandler):
+    """Records every request; ``answer(method, path, body) -> (status, json)`` says what to reply."""
+
+    received: ClassVar[list[dict[str, Any]]]
+    answer: ClassVar[Callable[[str, str, Any], tuple[int, Any]]]
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _handle(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.loads(raw) if raw else None
+        auth = self.headers.get("Authorization", "")
+        user = base64.b64decode(auth.split(" ", 1)[1]).decode() if auth.startswith("Basic ") else None
+        type(self).received.append({"method": self.command, "path": self.path, "auth": user, "body": body})
+        status, reply = type(self).answer(self.command, self.path, body)
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = _handle
+
+
+def _tricky(name: str) -> str:
+    """A test value for secret ``name`` with what a naive script would mangle: quotes, backslash,
+    spaces, $ and %."""
+    return f"{name.lower()} \"q\" \\ $HOME %s 'x'"
+
+
+def _run_setup(
+    script: str,
+    service_env: dict[str, Any],
+    answer: Callable[..., tuple[int, Any]],
+    tmp_path: Path,
+    url_var: str,
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]], dict[str, str]]:
+    """Run docker/setup/SCRIPT with the service's environment (secrets filled in) against a stub."""
+    handler = type("Handler", (_Stub,), {"received": [], "answer": staticmethod(answer)})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a curl on PATH that records its arguments, then runs the real one
+    real_curl = shutil.which("curl")
+    assert real_curl, "curl is needed to run the setup jobs"
+    argv_log = tmp_path / "curl-argv.log"
+    wrapper = tmp_path / "bin" / "curl"
+    wrapper.parent.mkdir(exist_ok=True)
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{argv_log}"\nexec "{real_curl}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    values = {
+        k: _tricky(var) if (var := _required(v)) else _with_defaults(str(v)) for k, v in service_env.items()
+    }
+    values[url_var] = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {"PATH": f"{wrapper.parent}:{os.environ['PATH']}", "SETUP_WAIT_S": "5", **values}
+    try:
+        proc = subprocess.run(
+            ["sh", str(SETUP / script)], env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        server.shutdown()
+    argv = argv_log.read_text() if argv_log.exists() else ""
+    for name, value in values.items():
+        if SECRET_NAME.search(name):
+            assert value not in argv, f"{name} reached curl's command line"
+    return proc, handler.received, values
+
+
+def _es_answer(method: str, path: str, body: Any) -> tuple[int, Any]:
+    return 200, {"status": "yellow"} if path.startswith("/_cluster/health") else {"created": True}
+
+
+def _role(name: str) -> dict[str, Any]:
+    return json.loads((ROLES / f"{name}.json").read_text())
+
+
+def test_elasticsearch_setup_creates_each_client_user_with_its_role(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    service_env = compose["services"]["elasticsearch-setup"]["environment"]
+    proc, received, values = _run_setup(
+        "elasticsearch.sh", service_env, _es_answer, tmp_path, "ELASTICSEARCH_URL"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert {r["auth"] for r in received} == {f"elastic:{values['ELASTIC_PASSWORD']}"}
+    writes = {(r["method"], r["path"]): r["body"] for r in received if r["method"] != "GET"}
+    assert writes[("POST", "/_security/user/kibana_system/_password")] == {
+        "password": values["KIBANA_SYSTEM_PASSWORD"]
+    }
+    roles = {path.rsplit("/", 1)[1]: body for (_, path), body in writes.items() if "/_security/role/" in path}
+    assert roles == {f.stem: _role(f.stem) for f in ROLES.glob("*.json")}
+    users = {
+        path.rsplit("/", 1)[1]: body
+        for (_, path), body in writes.items()
+        if "/_security/user/" in path and "_password" not in path
+    }
+    accounts = _es_accounts(compose)
+    expected_role = {
+        "shipper": "price_alchemy_shipper",
+        "logstash": "price_alchemy_logstash",
+        "airflow-scheduler": "price_alchemy_drift_monitor",
+        "kibana-setup": "price_alchemy_kibana_import",
+    }
+    assert set(users) == {accounts[name][0] for name in expected_role}
+    for name, role in expected_role.items():
+        user, password_var = accounts[name]
+        assert users[user]["roles"] == [role], f"{name} ({user})"
+        assert users[user]["password"] == _tricky(password_var), f"{name}: password mangled or another's"
+
+
+def test_elasticsearch_roles_grant_only_what_each_client_does() -> None:
+    def privileges(role: dict[str, Any]) -> dict[str, set[str]]:
+        granted: dict[str, set[str]] = {}
+        for entry in role.get("indices", []):
+            for pattern in entry["names"]:
+                granted.setdefault(pattern, set()).update(entry["privileges"])
+        return granted
+
+    requests, monitoring = names.REQUESTS_INDEX_PATTERN, names.MONITORING_INDEX_PATTERN
+    deadletter = re.search(r'index => "(price-alchemy-deadletter)-', PIPELINE.read_text())
+    assert deadletter
+    append = {"create_doc", "create_index"}  # create only: no overwrite, no delete, no read
+    shipper, logstash = _role("price_alchemy_shipper"), _role("price_alchemy_logstash")
+    drift, kibana_import = _role("price_alchemy_drift_monitor"), _role("price_alchemy_kibana_import")
+    assert set(shipper["cluster"]) == {"manage_index_templates"} and privileges(shipper) == {requests: append}
+    assert set(logstash["cluster"]) == {"monitor"}
+    assert privileges(logstash) == {requests: append, f"{deadletter.group(1)}*": append}
+    assert not drift["cluster"]
+    assert privileges(drift) == {requests: {"read"}, monitoring: {"index", "create_index"}}
+    assert not kibana_import["cluster"] and not privileges(kibana_import)
+    (app,) = kibana_import["applications"]
+    assert app["application"] == "kibana-.kibana" and app["resources"] == ["space:default"]
+    assert all(p.startswith("feature_") and p.endswith(".all") for p in app["privileges"]), "no base `all`"
+    for role in ROLES.glob("*.json"):
+        body = _role(role.stem)
+        assert not {"all", "manage", "manage_security"} & set(body["cluster"]), role.name
+        assert not body.get("run_as"), role.name
+        for pattern, granted in privileges(body).items():
+            assert pattern.startswith("price-alchemy-"), f"{role.name}: {pattern}"
+            assert not {"all", "manage", "write", "delete", "delete_index"} & granted, (
+                f"{role.name}: {granted}"
+            )
+
+
+def test_elasticsearch_setup_stops_on_refused_credentials(compose: dict[str, Any], tmp_path: Path) -> None:
+    service_env = compose["services"]["elasticsearch-setup"]["environment"]
+    proc, received, _ = _run_setup(
+        "elasticsearch.sh", service_env, lambda *_: (401, {}), tmp_path, "ELASTICSEARCH_URL"
+    )
+    assert proc.returncode != 0 and "refused the credentials (HTTP 401)" in proc.stderr
+    assert [r["method"] for r in received] == ["GET"], "nothing is written after a refused login"
+
+
+class _MlflowState:
+    """Just enough of MLflow's auth REST API for docker/setup/mlflow.sh, with its error shapes."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, str] = {}
+        self.admin: dict[str, bool] = {}
+        self.models: set[str] = set()
+        self.grants: dict[tuple[str, str, str], str] = {}
+
+    def __call__(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        exists = (400, {"error_code": "RESOURCE_ALREADY_EXISTS", "message": "exists"})
+        route = (method, path.split("?", 1)[0])
+        if route == ("GET", "/health"):
+            return 200, "OK"
+        if route == ("GET", "/api/2.0/mlflow/users/current"):
+            return 200, {"user": {"id": 1, "username": "admin", "is_admin": True}}
+        if route == ("POST", "/api/2.0/mlflow/users/create"):
+            if body["username"] in self.users:
+                return exists
+            self.users[body["username"]] = body["password"]
+            return 200, {"user": {"username": body["username"]}}
+        if route == ("PATCH", "/api/2.0/mlflow/users/update-password"):
+            self.users[body["username"]] = body["password"]
+            return 200, {}
+        if route == ("PATCH", "/api/2.0/mlflow/users/update-admin"):
+            self.admin[body["username"]] = body["is_admin"]
+            return 200, {}
+        if route == ("POST", "/api/2.0/mlflow/registered-models/create"):
+            if body["name"] in self.models:
+                return exists
+            self.models.add(body["name"])
+            return 200, {"registered_model": {"name": body["name"]}}
+        key = (body or {}).get("username"), (body or {}).get("resource_type"), (body or {}).get("resource_id")
+        if route == ("POST", "/api/3.0/mlflow/users/permissions/grant"):
+            if key in self.grants:
+                return exists
+            self.grants[key] = body["permission"]
+            return 200, {}
+        if route == ("POST", "/api/3.0/mlflow/users/permissions/revoke"):
+            self.grants.pop(key)
+            return 200, {}
+        return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{method} {path}"}
+
+
+def test_mlflow_setup_creates_the_client_users_and_grants_writes_to_airflow_only(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    service_env = compose["services"]["mlflow-setup"]["environment"]
+    state = _MlflowState()
+    state.grants[(service_env["MLFLOW_AIRFLOW_USERNAME"], "experiment", "*")] = "READ"  # a stale level
+    for attempt in ("first start", "every later start"):
+        proc, received, values = _run_setup("mlflow.sh", service_env, state, tmp_path, "MLFLOW_URL")
+        assert proc.returncode == 0, f"{attempt}: {proc.stderr}"
+        admin = f"{values['MLFLOW_ADMIN_USERNAME']}:{values['MLFLOW_ADMIN_PASSWORD']}"
+        assert {r["auth"] for r in received} == {admin}, attempt
+        airflow, api = values["MLFLOW_AIRFLOW_USERNAME"], values["MLFLOW_API_USERNAME"]
+        assert state.users == {
+            airflow: _tricky("MLFLOW_AIRFLOW_PASSWORD"),
+            api: _tricky("MLFLOW_API_PASSWORD"),
+        }
+        assert state.admin == {airflow: False, api: False}
+        model = values["PRICE_ALCHEMY_MODEL_NAME"]
+        assert state.models == {model} and model == Settings.model_fields["model_name"].default
+        assert state.grants == {
+            (airflow, "experiment", "*"): "EDIT",
+            (airflow, "registered_model", model): "EDIT",
+        }, "the API gets no grant: it reads through default_permission"
+
+
+def test_mlflow_setup_explains_a_changed_admin_password(compose: dict[str, Any], tmp_path: Path) -> None:
+    service_env = compose["services"]["mlflow-setup"]["environment"]
+
+    def refuse(method: str, path: str, body: Any) -> tuple[int, Any]:
+        return (200, "OK") if path == "/health" else (401, "You are not authenticated.")
+
+    proc, received, _ = _run_setup("mlflow.sh", service_env, refuse, tmp_path, "MLFLOW_URL")
+    assert proc.returncode != 0 and "only on its first start" in proc.stderr
+    assert all(r["method"] == "GET" for r in received)
