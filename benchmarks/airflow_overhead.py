@@ -119,8 +119,14 @@ def main() -> int:
             env,
             af_home,
         )
-        if not re.search(r"DagRun Finished:.*state=success", dag_output):
-            sys.exit(f"the DAG run did not succeed:\n{dag_output[-4000:]}")
+        # the run's state as Airflow records it (not a grep of its log)
+        _, state = timed(
+            [str(BIN / "airflow"), "dags", "state", "price_alchemy_training", LOGICAL_DATE.isoformat()],
+            env,
+            af_home,
+        )
+        if not re.search(r"^success\b", state, re.MULTILINE):  # "success, {conf}"
+            sys.exit(f"the DAG run did not succeed ({state.strip()[-200:]}):\n{dag_output[-4000:]}")
 
     overhead = dag_seconds - cli_seconds
     print(f"rows {args.rows}, max_evals {args.max_evals}, timeout {args.timeout:.0f}s")
