@@ -101,9 +101,10 @@ class ServingMetrics:
             self.events_dropped.labels(reason)
 
     def model_swapped(self, model: LoadedModel) -> None:
-        if self._model_labels is not None:  # 0 first: a worker's metrics file keeps a cleared label
+        if self.multiprocess_dir is None:
+            self.model_info.clear()
+        elif self._model_labels is not None:  # labels cannot be removed from a worker's file: 0
             self.model_info.labels(*self._model_labels).set(0)
-        self.model_info.clear()
         m = model.meta
         self._model_labels = (m.name, m.version, m.alias, model.source)
         self.model_info.labels(*self._model_labels).set(1)

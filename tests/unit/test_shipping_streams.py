@@ -60,9 +60,7 @@ def test_memory_is_bounded_by_the_byte_budget_before_decoding(tmp_path: Path) ->
         for i in range(60):
             writer.append(big_event(i, 1_000_000))  # 60 MB of 1 MB events
     sink = SizeSink()
-    with Shipper(
-        tmp_path, sink, max_batch_bytes=3_000_000, max_event_bytes=3_000_000, backoff=FAST
-    ) as shipper:
+    with Shipper(tmp_path, sink, max_batch_bytes=3_000_000, backoff=FAST) as shipper:
         tracemalloc.start()
         stats = shipper.ship_backlog()
         peak = tracemalloc.get_traced_memory()[1]
@@ -78,18 +76,17 @@ def test_an_event_larger_than_the_limit_is_dead_lettered_whole_not_looped_on(tmp
         writer.append(event(2))
     original = list_segments(tmp_path)[-1][1].read_bytes().splitlines()[1]
     sink = FakeSink()
-    with Shipper(
-        tmp_path, sink, max_batch_bytes=1_000_000, max_event_bytes=2_000_000, backoff=FAST
-    ) as shipper:
+    with Shipper(tmp_path, sink, max_batch_bytes=1_000_000, backoff=FAST) as shipper:  # events up to 8 MB
         tracemalloc.start()
         stats = shipper.ship_backlog()
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert shipper.ship_backlog().batches == stats.batches  # nothing left, nothing re-read
+        batches = stats.batches
+        assert shipper.ship_backlog().batches == batches  # nothing left, nothing re-read
     assert sink.received == ["r0", "r2"] and stats.dead_lettered == 1
     assert peak < 20_000_000, f"peak {peak / 1e6:.0f} MB for a 50 MB event"
     (letter,) = [json.loads(line) for line in next((tmp_path / "dead-letter").glob("*.jsonl")).open()]
-    assert letter["reason"] == f"event of {len(original):,} bytes is larger than max_event_bytes=2,000,000"
+    assert letter["reason"] == f"event of {len(original):,} bytes is larger than max_event_bytes=8,000,000"
     assert letter["raw"].startswith('{"@timestamp"') and len(letter["raw"]) <= 1000
     assert (tmp_path / "dead-letter" / letter["copy"]).read_bytes() == original + b"\n"
     assert EventLogReader(tmp_path, "shipper").pending_bytes() == 0
