@@ -42,6 +42,17 @@ MONITORING_INDEX_PREFIX: Final = "price-alchemy-monitoring"
 """Monthly drift-result indices are ``<prefix>-YYYY.MM``."""
 MONITORING_INDEX_PATTERN: Final = f"{MONITORING_INDEX_PREFIX}*"
 
+# --- batch scoring: the warehouse table and the Airflow names around it -----------------------
+PREDICTIONS_TABLE: Final = "predictions"
+"""Warehouse table of batch prices: one row per listing, batch and model version."""
+BATCH_SCORING_DAG: Final = "price_alchemy_batch_scoring"
+LISTINGS_ASSET: Final = "price_alchemy/warehouse/listings"
+"""Updated by the ingest DAG when a validated batch lands (training and scoring are scheduled on it)."""
+CHAMPION_ASSET: Final = "price_alchemy/registry/champion"
+"""Updated by the training DAG's promote task when a new champion is promoted (scoring re-prices)."""
+CHAMPION_ALIAS_EVENTS: Final = "price_alchemy/registry/promotions"
+"""The asset alias the promote task declares, so that it emits CHAMPION_ASSET only when it promotes."""
+
 # --- the value that stands for an absent categorical field ---------------------------------
 MISSING: Final = "(missing)"
 

@@ -1,16 +1,23 @@
 """The warehouse contract shared by the DuckDB and BigQuery backends.
 
-A warehouse holds two tables: ``listings`` (the canonical listing columns plus ``batch_id`` and
-``ingested_at``) and ``listings_quarantine`` (rows rejected by ingestion or validation). Every
-write is keyed by ``batch_id`` and replaces that batch, so a retried Airflow task leaves exactly
-one copy. Frame preparation and result coercion live here so both backends return identical
-frames; the backends only move data.
+A warehouse holds three tables: ``listings`` (the canonical listing columns plus ``batch_id`` and
+``ingested_at``), ``listings_quarantine`` (rows rejected by ingestion or validation) and
+``predictions`` (batch prices: :data:`PREDICTION_COLUMNS`). Every write replaces its key -- a batch
+of listings or quarantine, a (batch, model name, model version) of predictions -- **atomically**:
+readers see the old rows or the new ones, never a mix or nothing, and concurrent writes of the same
+key leave exactly one copy (DuckDB: one transaction, retried on a write conflict; BigQuery: a load
+job into a staging table, then one ``MERGE``). A retried Airflow task therefore leaves one copy.
+Frame preparation and result coercion live here so both backends return identical frames; the
+backends only move data. Large reads stream in chunks (:meth:`Warehouse.iter_listings`,
+:meth:`Warehouse.iter_query`), so memory does not grow with a batch.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -20,6 +27,24 @@ from price_alchemy import schema
 from price_alchemy.errors import WarehouseError
 
 INT_COLUMNS = ("listing_id", "item_condition_id", "shipping")
+#: The ``predictions`` table: one row per listing, scoring batch and model version. ``flags`` is
+#: null for a listing priced as read, else ``imputed:<fields>`` or ``fallback``; the range is null
+#: for a fallback price (no calibrated range) or a model without an interval.
+PREDICTION_COLUMNS = (
+    "listing_id",
+    "batch_id",
+    "price",
+    "price_low",
+    "price_high",
+    "model_name",
+    "model_version",
+    "scored_at",
+    "flags",
+)
+#: What a scorer hands to :meth:`Warehouse.load_predictions` (the key and ``scored_at`` are added).
+PREDICTION_VALUES = ("listing_id", "price", "price_low", "price_high", "flags")
+#: Rows per chunk of a streamed read.
+STREAM_ROWS = 50_000
 #: Quarantine columns that may be missing (a row that could not be parsed has no listing id).
 NULLABLE_INT_QUARANTINE = ("line", "listing_id")
 TIMESTAMP_DTYPE = "datetime64[us, UTC]"
@@ -60,6 +85,45 @@ class Warehouse(ABC):
 
         The SQL passes :func:`~price_alchemy.data.warehouse.query_check.render_query` first: one
         SELECT reading only these two tables, sent as written (placeholders substituted).
+        """
+
+    @abstractmethod
+    def iter_listings(
+        self, *, batch_ids: Sequence[str] | None = None, chunk_rows: int = STREAM_ROWS
+    ) -> Iterator[pd.DataFrame]:
+        """:meth:`read_listings` in chunks of at most ``chunk_rows``, same order, same columns."""
+
+    @abstractmethod
+    def iter_query(self, sql: str, *, chunk_rows: int = STREAM_ROWS) -> Iterator[pd.DataFrame]:
+        """:meth:`query` in chunks of at most ``chunk_rows`` (same checks before anything runs)."""
+
+    @abstractmethod
+    def load_predictions(
+        self,
+        predictions: pd.DataFrame | Path,
+        *,
+        batch_id: str,
+        model_name: str,
+        model_version: str,
+        scored_at: datetime,
+    ) -> int:
+        """Replace the predictions of (batch, model name, version) with these rows; return their count.
+
+        ``predictions`` holds :data:`PREDICTION_VALUES`, as a frame or a Parquet file (streamed, so
+        a batch of any size loads in bounded memory).
+        """
+
+    @abstractmethod
+    def read_predictions(
+        self, *, batch_id: str | None = None, model_version: str | None = None
+    ) -> pd.DataFrame:
+        """:data:`PREDICTION_COLUMNS`, ordered by (batch_id, model_name, model_version, listing_id)."""
+
+    @abstractmethod
+    def unscored_batches(self, model_name: str, model_version: str) -> pd.DataFrame:
+        """Listing batches with a listing that has no prediction of this version newer than its ingestion.
+
+        Columns ``batch_id``, ``rows`` (listings in the batch) and ``unscored``; ordered by batch_id.
         """
 
     @abstractmethod
@@ -147,11 +211,43 @@ def prepare_quarantine(rejects: pd.DataFrame, batch_id: str) -> pd.DataFrame:
     return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
 
 
+def prepare_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
+    """:data:`PREDICTION_VALUES`, in order: integer ids, float prices (a range may be null), text flags."""
+    missing = [c for c in PREDICTION_VALUES if c not in predictions.columns]
+    if missing:
+        raise WarehouseError(f"predictions frame lacks columns {missing}")
+    frame = predictions.reset_index(drop=True)
+    try:
+        out = {
+            "listing_id": frame["listing_id"].astype("int64"),
+            "price": pd.to_numeric(frame["price"]).astype("float64"),
+            "price_low": pd.to_numeric(frame["price_low"]).astype("float64"),
+            "price_high": pd.to_numeric(frame["price_high"]).astype("float64"),
+            "flags": _text(frame["flags"]),
+        }
+    except (TypeError, ValueError) as exc:
+        raise WarehouseError(f"predictions cannot be stored: {exc}") from exc
+    if out["price"].isna().any():
+        raise WarehouseError("every stored prediction needs a price")
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+
+
+def check_key(**key: str) -> dict[str, str]:
+    """Refuse empty parts of a replace key (batch id, model name, model version)."""
+    for name, value in key.items():
+        if not isinstance(value, str) or not value.strip():
+            raise WarehouseError(f"{name} must be a non-empty string, got {value!r}")
+    return key
+
+
 def _nullable_int(series: pd.Series) -> pd.Series:
     try:
         return pd.to_numeric(series).astype("Int64")
     except (TypeError, ValueError) as exc:
         raise WarehouseError(f"column {series.name!r} must hold integers or nulls: {exc}") from exc
+
+
+_TEXT_RESULTS = {"batch_id", "stage", "reason", "raw", "model_name", "model_version", "flags"}
 
 
 def coerce_result(frame: pd.DataFrame, *, nullable_ints: Collection[str] = ()) -> pd.DataFrame:
@@ -164,16 +260,16 @@ def coerce_result(frame: pd.DataFrame, *, nullable_ints: Collection[str] = ()) -
     out = frame.reset_index(drop=True)
     for column in out.columns:
         values = out[column]
-        if column in INT_COLUMNS or column in NULLABLE_INT_QUARANTINE or column == "rows":
+        if column in INT_COLUMNS or column in NULLABLE_INT_QUARANTINE or column in {"rows", "unscored"}:
             if column in nullable_ints or values.isna().any():
                 out[column] = pd.to_numeric(values).astype("Int64")
             else:
                 out[column] = pd.to_numeric(values).astype("int64")
-        elif column == schema.PRICE:
+        elif column in {schema.PRICE, "price_low", "price_high"}:
             out[column] = pd.to_numeric(values).astype("float64")
-        elif column in schema.TEXT_COLUMNS or column in {"batch_id", "stage", "reason", "raw"}:
+        elif column in schema.TEXT_COLUMNS or column in _TEXT_RESULTS:
             out[column] = _text(values)
-        elif column in {"ingested_at", "quarantined_at"}:
+        elif column in {"ingested_at", "quarantined_at", "scored_at"}:
             out[column] = pd.to_datetime(values, utc=True).astype(TIMESTAMP_DTYPE)
     return out
 
