@@ -1,40 +1,48 @@
-"""Drift of served listings against the champion's training profile (pure: no I/O).
+"""Drift of served listings against the champion's training profile, measured by Evidently.
 
-The statistic is the **Population Stability Index** per feature,
-``PSI = sum_i (c_i - r_i) * ln(c_i / r_i)`` over bins ``i``, where ``r_i`` is the share of
-training rows and ``c_i`` the share of the window's listings in bin ``i`` (both floored at a small
-epsilon: an empty bin would make it infinite). PSI is symmetric in the two samples, works the same
-for categorical levels and numeric bins, and has a widely used reading: below 0.1 stable,
-0.1-0.25 a moderate shift worth watching, 0.25 and above a significant shift. Those are the
-default ``watch`` and ``drift`` thresholds of ``params.monitoring.psi``.
+The statistic is the **Population Stability Index** per feature, computed by Evidently's drift
+metrics with its ``psi`` stattest (``DataDriftPreset(method="psi")``, one ``ValueDrift`` per
+feature): ``PSI = sum_i (c_i - r_i) * ln(c_i / r_i)`` over bins ``i`` (``r_i`` training share,
+``c_i`` window share). Below ``psi.watch`` (0.1) stable, from ``psi.drift`` (0.25) drifted.
 
-Bins: every level of a categorical feature the profile lists (condition, shipping, top category,
-the top-k brands) plus an ``(other)`` bin for the rest; numeric features (name length,
-description length, predicted price) use the fixed edges stored in the profile (training deciles,
-see :mod:`price_alchemy.profile`). Profiles logged before those histograms existed fall back to
-bins between their stored quantiles.
+**Reference.** A model keeps a *profile* (shares over the bins of :mod:`price_alchemy.profile`),
+not rows, so Evidently is given both sides *binned*, as categorical columns: each window value as
+its profile bin (a level, ``(other)``, or a numeric bin label), and the profile rebuilt as ``rows``
+labels (its row count) whose counts are the shares times ``rows``. The shares were counted on those
+rows, so the reference is exact and Evidently's PSI is the PSI over the profile's own bins (docs/
+monitoring.md compares this with rebuilding raw values). Evidently gives an empty bin the share
+:data:`EVIDENTLY_EMPTY_BIN`, the default ``monitoring.epsilon``; another epsilon is refused.
 
-With fewer than ``min_listings`` listings the verdict is ``insufficient_data``: the PSI of an
-unshifted sample of ``n`` listings over ``B`` bins is about ``(B - 1) / n``, noise that would
-otherwise be read as drift.
+Kept here, as Evidently cannot express it: the ``watch`` level (its flag has one threshold),
+``insufficient_data`` below ``min_listings`` listings (PSI of an unshifted sample of ``n`` over
+``B`` bins is about ``(B - 1) / n``), and predicted prices compared only for the champion's version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from price_alchemy.errors import ConfigError, MonitoringError
 from price_alchemy.params import DriftThreshold, MonitoringParams
-from price_alchemy.profile import MISSING, bin_counts, bin_labels
+from price_alchemy.profile import MISSING, bin_labels
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
 
 Status = Literal["stable", "watch", "drifted", "insufficient_data"]
 OTHER = "(other)"
 STATISTIC = "psi"
+#: The share Evidently's PSI gives an empty bin (``get_binned_data``), not configurable there.
+EVIDENTLY_EMPTY_BIN = 1e-4
+#: Reference samples are rebuilt from the profile's row count, this many when it does not say,
+#: at most the maximum (each share is then off by less than its inverse).
+DEFAULT_REFERENCE_ROWS, MAX_REFERENCE_ROWS = 20_000, 200_000
 
 #: Feature name -> (kind, key of the profile holding its reference).
 FEATURES: dict[str, tuple[Literal["categorical", "numeric"], str]] = {
@@ -135,20 +143,15 @@ class DriftResult:
         return out
 
 
-def psi(
-    reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray, epsilon: float
-) -> float:
-    """Population Stability Index of two share vectors over the same bins (shares floored at epsilon)."""
-    r = np.maximum(np.asarray(reference, dtype=np.float64), epsilon)
-    c = np.maximum(np.asarray(current, dtype=np.float64), epsilon)
-    return float(np.sum((c - r) * np.log(c / r)))
+@dataclass(frozen=True)
+class DriftCheck:
+    """A verdict and the Evidently run (``Snapshot``) that measured it: its HTML is the report."""
+
+    result: DriftResult
+    snapshot: Snapshot
 
 
-def _shares(counts: np.ndarray) -> np.ndarray:
-    total = counts.sum()
-    return counts / total if total else np.zeros(len(counts))
-
-
+# --- the profile's bins ----------------------------------------------------------------------
 def _categorical_key(value: Any) -> str:
     """Profile keys are ``str(value)``; request events carry ints for condition and shipping."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
@@ -192,6 +195,59 @@ def numeric_reference(profile: Mapping[str, Any], key: str) -> tuple[list[float]
     return edges, shares
 
 
+def numeric_labels(edges: list[float]) -> list[str]:
+    """Unique, ordered labels of the numeric bins (``01 <3``, ``02 3-7``, ...): Evidently's columns."""
+    return [f"{i:02d} {label}" for i, label in enumerate(bin_labels(edges), start=1)]
+
+
+def binned_feature(
+    name: str, values: pd.Series, profile: Mapping[str, Any], params: MonitoringParams
+) -> tuple[list[str], list[float], pd.Series]:
+    """The profile's bins of a feature: labels, reference shares, and each window value's label.
+
+    Categorical values outside the listed levels fall in ``(other)``; a missing numeric value (a
+    listing another model version priced) has no label (NaN) and is left out of the comparison.
+    """
+    kind, key = FEATURES[name]
+    if kind == "categorical":
+        top_k = params.top_k_brands if name == "brand_name" else None
+        labels, reference = categorical_reference(profile[key], top_k)
+        keys = values.map(_categorical_key)
+        return labels, reference, keys.where(keys.isin(set(labels[:-1])), OTHER).astype(object)
+    edges, reference = numeric_reference(profile, key)
+    labels = numeric_labels(edges)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    index = np.searchsorted(np.asarray(edges, dtype=np.float64), numbers, side="right")
+    binned = np.asarray(labels, dtype=object)[index]
+    binned[np.isnan(numbers)] = None
+    return labels, reference, pd.Series(binned, index=values.index, dtype=object)
+
+
+def reference_counts(shares: list[float], rows: int) -> np.ndarray:
+    """Counts of ``rows`` reference rows over the bins, proportional to ``shares`` (largest remainders).
+
+    Exact when the shares were counted on ``rows`` rows (as the training profile's are); otherwise
+    each share is off by less than ``1 / rows``.
+    """
+    weights = np.maximum(np.asarray(shares, dtype=np.float64), 0.0)
+    total = weights.sum()
+    if total <= 0:
+        raise ValueError("a reference with no mass in any bin")
+    exact = weights / total * rows
+    counts = np.floor(exact + 1e-9).astype(np.int64)
+    short = rows - int(counts.sum())
+    if short > 0:
+        counts[np.argsort(-(exact - counts), kind="stable")[:short]] += 1
+    return counts
+
+
+def _reference_rows(profile: Mapping[str, Any]) -> int:
+    rows = profile.get("rows")
+    if not isinstance(rows, int | float) or rows < 1:
+        return DEFAULT_REFERENCE_ROWS
+    return min(int(rows), MAX_REFERENCE_ROWS)
+
+
 def _status(value: float, limits: DriftThreshold, enough: bool) -> Status:
     if not enough:
         return "insufficient_data"
@@ -200,49 +256,43 @@ def _status(value: float, limits: DriftThreshold, enough: bool) -> Status:
     return "watch" if value >= limits.watch else "stable"
 
 
-def feature_drift(
-    name: str,
-    values: pd.Series,
-    profile: Mapping[str, Any],
-    params: MonitoringParams,
-    *,
-    min_listings: int | None = None,
-) -> FeatureDrift:
-    """PSI of one feature of the window (one value per listing) against the profile."""
-    kind, key = FEATURES[name]
-    limits = params.feature_thresholds.get(name, params.psi)
-    values = values.dropna() if kind == "numeric" else values
-    if kind == "categorical":
-        top_k = params.top_k_brands if name == "brand_name" else None
-        levels, reference = categorical_reference(profile[key], top_k)
-        known = set(levels[:-1])
-        keys = values.map(_categorical_key)
-        keys = keys.where(keys.isin(known), OTHER)
-        counts = keys.value_counts().reindex(levels, fill_value=0).to_numpy()
-        labels = levels
-    else:
-        edges, reference = numeric_reference(profile, key)
-        counts = bin_counts(pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64), edges)
-        labels = bin_labels(edges)
-    current = _shares(counts)
-    value = psi(reference, current, params.epsilon) if counts.sum() else 0.0
-    n = int(counts.sum())
-    return FeatureDrift(
-        feature=name,
-        kind=kind,
-        statistic=STATISTIC,
-        value=round(value, 6),
-        watch=limits.watch,
-        threshold=limits.drift,
-        status=_status(value, limits, n >= (min_listings or params.min_listings)),
-        listings=n,
-        bins=labels,
-        reference=[round(float(r), 6) for r in reference],
-        current=[round(float(c), 6) for c in current],
+# --- Evidently -----------------------------------------------------------------------------
+def evidently_psi(
+    current: pd.DataFrame, reference: pd.DataFrame, thresholds: Mapping[str, float]
+) -> tuple[dict[str, float], Snapshot]:
+    """PSI of every column with a current value, by Evidently's drift metrics; and their run.
+
+    The columns are categorical bins. ``drift_share`` is one column's share, so Evidently's
+    dataset-level flag is ours: the window drifts when any feature does.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import RowCount
+    from evidently.presets import DataDriftPreset
+
+    columns = [c for c in current.columns if current[c].notna().any()]
+    definition = DataDefinition(categorical_columns=list(current.columns))
+    current_data = Dataset.from_pandas(current, data_definition=definition)
+    reference_data = Dataset.from_pandas(reference, data_definition=definition)
+    if not columns:  # an empty window: nothing to compare, the report says so
+        return {}, Report([RowCount()]).run(current_data, reference_data)
+    preset = DataDriftPreset(
+        columns=columns,
+        method=STATISTIC,
+        per_column_threshold={c: float(thresholds[c]) for c in columns},
+        drift_share=1.0 / len(columns),
     )
+    snapshot = Report([preset]).run(current_data, reference_data)
+    values: dict[str, float] = {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric.get("config", {})
+        if str(config.get("type", "")).endswith(":ValueDrift"):
+            values[str(config["column"])] = float(metric["value"])
+    if set(values) != set(columns):
+        raise MonitoringError(f"Evidently measured {sorted(values)}, expected {sorted(columns)}")
+    return values, snapshot
 
 
-def compute_drift(
+def check_drift(
     window: pd.DataFrame,
     profile: Mapping[str, Any],
     params: MonitoringParams,
@@ -251,7 +301,7 @@ def compute_drift(
     window_end: datetime,
     model_version: str | None = None,
     requests: int | None = None,
-) -> DriftResult:
+) -> DriftCheck:
     """Drift of every feature of ``window`` (one row per listing, :data:`WINDOW_COLUMNS`).
 
     Inputs are compared over all listings; predicted prices only over those the model version
@@ -261,18 +311,58 @@ def compute_drift(
     missing = [c for c in WINDOW_COLUMNS if c not in window.columns]
     if missing:
         raise ValueError(f"window frame lacks columns {missing}")
+    if not np.isclose(params.epsilon, EVIDENTLY_EMPTY_BIN, rtol=1e-9, atol=0.0):
+        raise ConfigError(
+            f"monitoring.epsilon = {params.epsilon:g}: Evidently's PSI gives an empty bin the share "
+            f"{EVIDENTLY_EMPTY_BIN:g} and cannot be told another; set epsilon to {EVIDENTLY_EMPTY_BIN:g}"
+        )
     versions: dict[str, int] = {}
-    predictions = window["price"]
+    window = window.reset_index(drop=True)
+    values = {name: window[name] for name in WINDOW_COLUMNS}
     if MODEL_VERSION in window.columns:
         seen = window[MODEL_VERSION].dropna().astype(str)
         versions = {str(k): int(v) for k, v in seen.value_counts().items()}
         if model_version is not None:
-            predictions = window.loc[window[MODEL_VERSION].astype(str) == str(model_version), "price"]
-    features = [
-        feature_drift(name, window[name] if name != "price" else predictions, profile, params)
-        for name in WINDOW_COLUMNS
-    ]
-    return DriftResult(
+            other = window[MODEL_VERSION].astype(str) != str(model_version)
+            values["price"] = window["price"].where(~other)
+    rows = _reference_rows(profile)
+    bins: dict[str, tuple[list[str], list[float]]] = {}
+    current: dict[str, pd.Series] = {}
+    reference: dict[str, np.ndarray] = {}
+    for name in WINDOW_COLUMNS:
+        labels, shares, binned = binned_feature(name, values[name], profile, params)
+        counts = reference_counts(shares, rows)
+        bins[name] = labels, (counts / rows).tolist()
+        current[name] = binned
+        reference[name] = np.repeat(np.asarray(labels, dtype=object), counts)
+    limits = {name: params.feature_thresholds.get(name, params.psi) for name in WINDOW_COLUMNS}
+    psi, snapshot = evidently_psi(
+        pd.DataFrame(current, index=window.index, columns=list(WINDOW_COLUMNS)),
+        pd.DataFrame(reference, columns=list(WINDOW_COLUMNS)),
+        {name: limit.drift for name, limit in limits.items()},
+    )
+    features = []
+    for name in WINDOW_COLUMNS:
+        labels, shares = bins[name]
+        counts = current[name].value_counts().reindex(labels, fill_value=0).to_numpy()
+        n = int(counts.sum())
+        value = psi.get(name, 0.0)
+        features.append(
+            FeatureDrift(
+                feature=name,
+                kind=FEATURES[name][0],
+                statistic=STATISTIC,
+                value=round(value, 6),
+                watch=limits[name].watch,
+                threshold=limits[name].drift,
+                status=_status(value, limits[name], n >= params.min_listings),
+                listings=n,
+                bins=labels,
+                reference=[round(s, 6) for s in shares],
+                current=[round(float(c) / n, 6) if n else 0.0 for c in counts],
+            )
+        )
+    result = DriftResult(
         window_start=window_start,
         window_end=window_end,
         model_version=model_version,
@@ -282,3 +372,11 @@ def compute_drift(
         features=features,
         model_versions_seen=versions,
     )
+    return DriftCheck(result, snapshot)
+
+
+def compute_drift(
+    window: pd.DataFrame, profile: Mapping[str, Any], params: MonitoringParams, **context: Any
+) -> DriftResult:
+    """The verdict of :func:`check_drift` alone (same arguments), when no report is wanted."""
+    return check_drift(window, profile, params, **context).result

@@ -9,12 +9,13 @@
    of listings (batch requests), which Elasticsearch maps as an object array: terms and histogram
    aggregations on those fields would count requests, not listings, so the listing values are read
    from ``_source`` (only the few fields needed) with ``search_after`` paging;
-3. computes the drift (:mod:`price_alchemy.monitoring.drift`);
+3. computes the drift with Evidently (:mod:`price_alchemy.monitoring.drift`; Evidently is imported
+   only then, not when this module is);
 4. indexes one document per feature and one summary document into
    ``price-alchemy-monitoring-YYYY.MM`` with ids derived from the window and the feature, so a
    rerun for the same window overwrites instead of duplicating;
-5. writes the HTML report to ``$PRICE_ALCHEMY_HOME/reports/drift/`` and logs it, the result and
-   the PSI values to a run of the MLflow experiment ``<experiment>-monitoring``.
+5. writes Evidently's HTML report to ``$PRICE_ALCHEMY_HOME/reports/drift/`` and logs it, the result
+   and the PSI values to a run of the MLflow experiment ``<experiment>-monitoring``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pandas as pd
 from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
 from price_alchemy.errors import ModelNotFoundError, MonitoringError
-from price_alchemy.monitoring.drift import MODEL_VERSION, WINDOW_COLUMNS, DriftResult, compute_drift
+from price_alchemy.monitoring.drift import MODEL_VERSION, WINDOW_COLUMNS, DriftResult, check_drift
 from price_alchemy.names import (
     CHAMPION,
     MONITORING_EXPERIMENT_SUFFIX,
@@ -289,7 +290,7 @@ def run_monitor(
 
         client = connect(settings)
     window, requests = fetch_window(client, start, end, max_listings=params.monitoring.max_listings)
-    result = compute_drift(
+    check = check_drift(
         window,
         champion.profile,
         params.monitoring,
@@ -298,7 +299,8 @@ def run_monitor(
         model_version=champion.version,
         requests=requests,
     )
-    report = write_report(result, settings.reports_dir / "drift")
+    result = check.result
+    report = write_report(check, settings.reports_dir / "drift")
     index, docs = monitoring_documents(result, settings.model_name, report)
     index_documents(client, index, docs)
     run_id = log_to_mlflow(settings, report, result, champion)

@@ -9,7 +9,8 @@ node (index templates first, as in production) and runs ``run_monitor`` / ``pric
 - listings are counted per listing (batch requests hold three), failed requests and requests
   outside the window are ignored;
 - one monitoring document per feature plus a summary land in ``price-alchemy-monitoring-YYYY.MM``
-  and a rerun for the same window overwrites them; the HTML report and the MLflow run exist;
+  and a rerun for the same window overwrites them; Evidently's HTML report is on disk and the same
+  file is an artifact of the MLflow run;
 - no champion and an unreachable node are clear domain errors; the CLI exits 3 on drift.
 """
 
@@ -35,6 +36,7 @@ from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.errors import ModelNotFoundError, PriceAlchemyError
 from price_alchemy.monitoring.drift import WINDOW_COLUMNS
 from price_alchemy.monitoring.drift_job import run_monitor
+from price_alchemy.monitoring.report import BANNER_ID
 from price_alchemy.monitoring.templates import ensure_templates
 from price_alchemy.params import Params
 from price_alchemy.training.stages import run_training
@@ -87,7 +89,7 @@ def _monitoring_docs(client: Elasticsearch, index: str) -> dict[str, dict]:
 
 
 def test_undrifted_traffic_is_not_drift_and_is_recorded(
-    champion: Champion, es_clean: Elasticsearch, params: Params
+    champion: Champion, es_clean: Elasticsearch, params: Params, tmp_path: Path
 ) -> None:
     ensure_templates(es_clean)
     events = _served(champion, generate_listings(SERVED, seed=21, start_id=10**8))
@@ -126,7 +128,9 @@ def test_undrifted_traffic_is_not_drift_and_is_recorded(
 
     html = report.report_path.read_text()
     assert report.report_path.parent == champion.settings.reports_dir / "drift"
-    assert html.count("data:image/png;base64,") == len(WINDOW_COLUMNS)
+    # Evidently's page (its PSI per feature) under the project's verdict banner.
+    assert BANNER_ID in html and "window.drawDashboard(" in html
+    assert html.count('"stattest_name": "PSI"') == len(WINDOW_COLUMNS)
     client = MlflowClient(tracking_uri=champion.settings.tracking_uri)
     run = client.get_run(report.mlflow_run_id)
     experiment = client.get_experiment(run.info.experiment_id)
@@ -137,6 +141,8 @@ def test_undrifted_traffic_is_not_drift_and_is_recorded(
         f"drift/{report.report_path.name}",
         "drift/result.json",
     }
+    logged = client.download_artifacts(run.info.run_id, f"drift/{report.report_path.name}", str(tmp_path))
+    assert Path(logged).read_text() == html
 
 
 def test_drifted_traffic_is_drift_on_the_shifted_features_and_reruns_overwrite(

@@ -1,13 +1,14 @@
-"""Drift statistic and verdicts on synthetic windows against a training reference profile.
+"""Drift statistic (Evidently's PSI) and verdicts on synthetic windows against a training profile.
 
 The reference is built by the training code itself (``reference_profile``) on synthetic listings,
 with the listing's own price standing in for the model's prediction. Windows are other synthetic
-listings: from the same generator (no drift), or with exactly one feature shifted.
+listings: from the same generator (no drift), or with exactly one feature shifted. The PSI values
+Evidently reports are checked against the formula over the profile's bins (the numbers the
+hand-written PSI gave), and the reference it is given against the profile's shares.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,13 +17,19 @@ import pandas as pd
 import pytest
 
 from price_alchemy.data.synthetic import generate_listings
+from price_alchemy.errors import ConfigError
 from price_alchemy.monitoring.drift import (
+    EVIDENTLY_EMPTY_BIN,
     OTHER,
     WINDOW_COLUMNS,
+    DriftResult,
+    categorical_reference,
+    check_drift,
     compute_drift,
     numeric_reference,
-    psi,
+    reference_counts,
 )
+from price_alchemy.monitoring.report import BANNER_ID, write_report
 from price_alchemy.params import MonitoringParams, Params, load_params
 from price_alchemy.profile import bin_counts, histogram, quantile_edges, reference_profile, signals_frame
 
@@ -55,18 +62,110 @@ def served() -> pd.DataFrame:
     return window_from_listings(listings, _predictions(listings))
 
 
-def _drift(window: pd.DataFrame, profile: dict[str, Any], params: MonitoringParams = PARAMS, **kw: Any):
+def _drift(
+    window: pd.DataFrame, profile: dict[str, Any], params: MonitoringParams = PARAMS, **kw: Any
+) -> DriftResult:
     return compute_drift(window, profile, params, window_start=START, window_end=END, **kw)
 
 
-def test_psi_is_zero_for_equal_shares_and_matches_the_formula() -> None:
-    assert psi([0.2, 0.3, 0.5], [0.2, 0.3, 0.5], 1e-4) == 0.0
-    expected = (0.5 - 0.2) * math.log(0.5 / 0.2) + (0.5 - 0.8) * math.log(0.5 / 0.8)
-    assert psi([0.2, 0.8], [0.5, 0.5], 1e-4) == pytest.approx(expected)
-    # An empty current bin costs a large but finite amount (the epsilon floor).
-    assert psi([0.5, 0.5], [1.0, 0.0], 1e-4) == pytest.approx(
-        0.5 * math.log(2) + 0.4999 * math.log(0.5 / 1e-4)
-    )
+def _check(window: pd.DataFrame, profile: dict[str, Any], params: MonitoringParams = PARAMS, **kw: Any):
+    return check_drift(window, profile, params, window_start=START, window_end=END, **kw)
+
+
+def _formula(reference: list[float], current: list[float]) -> float:
+    """PSI over the bins as the old hand-written code computed it, empty bins at Evidently's 1e-4
+    (every non-empty share of these windows is above 1e-4, where Evidently's rule is that floor)."""
+    r = np.where(np.asarray(reference) == 0, EVIDENTLY_EMPTY_BIN, reference)
+    c = np.where(np.asarray(current) == 0, EVIDENTLY_EMPTY_BIN, current)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def test_evidently_psi_is_the_formula_over_the_profile_bins(
+    served: pd.DataFrame, profile: dict[str, Any]
+) -> None:
+    window = served.assign(price=served["price"] * 2.5, brand_name="Brand never seen in training")
+
+    check = _check(window, profile)
+
+    metrics = check.snapshot.dict()["metrics"]
+    measured = {m["config"]["column"]: m for m in metrics if m["config"]["type"].endswith(":ValueDrift")}
+    assert set(measured) == set(WINDOW_COLUMNS)
+    for f in check.result.features:
+        assert measured[f.feature]["config"]["method"] == "psi"
+        assert measured[f.feature]["config"]["threshold"] == f.threshold
+        assert f.value == pytest.approx(float(measured[f.feature]["value"]), abs=1e-6)
+        # (the shares in the result are rounded to 6 decimals)
+        assert f.value == pytest.approx(_formula(f.reference, f.current), rel=1e-4, abs=2e-5), f.feature
+    # Numeric values are binned by the profile's own rule (profile.histogram over its edges).
+    for name, key, column in [
+        ("name_length", "name_length", "name_length"),
+        ("price", "prediction", "price"),
+    ]:
+        edges, _ = numeric_reference(profile, key)
+        expected = histogram(window[column].to_numpy(dtype=np.float64), edges)["shares"]
+        assert check.result.feature(name).current == pytest.approx(expected, abs=1e-6)
+    # An empty current bin costs a large but finite amount: every known brand bin is empty here.
+    brand = check.result.feature("brand_name")
+    assert 3.0 < brand.value < 20.0
+
+
+def test_the_reference_given_to_evidently_is_the_profile_exactly(
+    served: pd.DataFrame, profile: dict[str, Any]
+) -> None:
+    """Shares counted on ``rows`` rows come back exactly; other shares within 1 / rows."""
+    rows = profile["rows"]
+    _, shares = categorical_reference(profile["brand_name"], 20)
+    counts = reference_counts(shares, rows)
+    assert counts.sum() == rows and (counts / rows).tolist() == pytest.approx(shares, abs=1e-12)
+    _, hist = numeric_reference(profile, "name_length")
+    assert (reference_counts(hist, rows) / rows).tolist() == pytest.approx(hist, abs=1e-12)
+
+    served_check = _check(served.head(600), profile).result
+    assert served_check.feature("brand_name").reference == pytest.approx(shares, abs=1e-6)
+    assert served_check.feature("name_length").reference == pytest.approx(hist, abs=1e-6)
+
+    odd = [1 / 3, 1 / 3, 1 / 3 - 1e-3, 1e-3]
+    counts = reference_counts(odd, 1000)
+    assert counts.sum() == 1000 and np.abs(counts / 1000 - odd).max() < 1 / 1000
+    assert reference_counts([0.5, 0.5, 0.0], 7).tolist() in ([4, 3, 0], [3, 4, 0])
+
+
+def test_another_epsilon_is_refused_evidently_floors_empty_bins_itself(
+    served: pd.DataFrame, profile: dict[str, Any]
+) -> None:
+    with pytest.raises(ConfigError, match="epsilon"):
+        _drift(served, profile, MonitoringParams.model_validate({"epsilon": 1e-3}))
+
+
+def test_an_empty_window_is_insufficient_data_with_a_report(
+    served: pd.DataFrame, profile: dict[str, Any], tmp_path: Any
+) -> None:
+    check = _check(served.head(0), profile)
+
+    assert check.result.status == "insufficient_data" and check.result.listings == 0
+    assert {f.value for f in check.result.features} == {0.0}
+    html = write_report(check, tmp_path).read_text()
+    assert BANNER_ID in html and "INSUFFICIENT_DATA" in html
+
+
+def test_the_report_is_evidentlys_page_under_the_verdict(
+    served: pd.DataFrame, profile: dict[str, Any], tmp_path: Any
+) -> None:
+    check = _check(served.assign(price=served["price"] * 2.5), profile, model_version="3")
+
+    path = write_report(check, tmp_path / "drift")
+
+    html = path.read_text()
+    assert path.name == "drift-20250601T120000Z.html"
+    body = html[html.index("<body>") :]
+    assert body.index(BANNER_ID) < body.index("<script")  # the verdict first, then Evidently's page
+    assert "DRIFTED" in body[: body.index("<script")] and "price (drifted 1." in html
+    # Evidently's own drift table: its verdict per column agrees with ours (one drifted of seven).
+    assert "window.drawDashboard(" in html and '"stattest_name": "PSI"' in html
+    assert "Drift is detected for 14.286% of columns (1 out of 7)." in html
+    assert "Dataset Drift is detected." in html  # one drifted feature is enough, as for our verdict
+    for feature in WINDOW_COLUMNS:
+        assert f'"column_name": "{feature}"' in html
 
 
 def test_binning_rule_and_decile_edges() -> None:
@@ -229,3 +328,19 @@ def test_every_monitoring_document_field_is_mapped(served: pd.DataFrame, profile
     summary = docs[next(i for i in docs if i.endswith("-summary"))]
     assert summary["drift"]["drifted_features"] == ["price"] and summary["monitor"]["drifted"] is True
     assert summary["monitor"]["report_path"] == "/tmp/report.html"
+
+
+def test_evidently_is_imported_only_when_a_check_runs() -> None:
+    """``import evidently`` costs seconds: the CLI, the DAG file and the API must not pay for it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import price_alchemy.monitoring.drift_job, price_alchemy.monitoring.report, price_alchemy.cli\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'evidently'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
