@@ -18,7 +18,10 @@ test rows by `promotion.margin` (the decision and both scores are on the version
 A batch that fails validation fails `validate_and_load` (no retry: the data will not change) with
 the failed checks in the message, and nothing is trained. Its quarantined rows are in the task log
 and in `price-alchemy quarantine`. This DAG never emits the asset it is scheduled on, so ingesting
-here does not schedule a second run.
+here does not schedule a second run. When `promote` makes a new champion it updates the asset
+`price_alchemy/registry/champion` (through the asset alias `price_alchemy/registry/promotions`, so a
+version that is not promoted emits nothing), and `price_alchemy_batch_scoring` re-prices the
+warehouse with it.
 
 **Params**: `input_path` (a listings file), `query` (a warehouse SELECT where `{listings}` names
 the listings table), `rows` (synthetic sample size), `max_evals` and `timeout` (tuning budget in
@@ -32,9 +35,11 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, task
 
 LISTINGS = Asset("price_alchemy/warehouse/listings")
+CHAMPION = Asset("price_alchemy/registry/champion")
+PROMOTIONS = AssetAlias("price_alchemy/registry/promotions")
 INGEST_TASK = "extract_batch"
 
 
@@ -110,11 +115,15 @@ def price_alchemy_training() -> None:
 
         return register(evaluated)
 
-    @task
-    def promote(registered: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    @task(outlets=[PROMOTIONS])
+    def promote(registered: dict[str, Any], tuned: dict[str, Any], **context: Any) -> dict[str, Any]:
         from price_alchemy.tasks import promote
 
-        return promote(registered["version"], query=tuned["query"], batch_ids=tuned["batch_ids"])
+        decision = promote(registered["version"], query=tuned["query"], batch_ids=tuned["batch_ids"])
+        if decision["promoted"]:  # only a new champion re-prices the warehouse
+            extra = {k: decision[k] for k in ("model_name", "version")}
+            context["outlet_events"][PROMOTIONS].add(CHAMPION, extra=extra)
+        return decision
 
     # XComArgs typed Any: TaskFlow passes them as the task's return value at run time.
     batch: Any = extract_batch()

@@ -41,6 +41,7 @@ __all__ = [
     "fit_and_evaluate",
     "promote",
     "register",
+    "score_listings",
     "synthetic_batch_id",
     "training_listings",
     "tune",
@@ -361,3 +362,19 @@ def check_drift(
     result = report.to_dict()
     result["trigger_retraining"] = bool(report.drifted and params.monitoring.trigger_retraining)
     return result
+
+
+def score_listings(
+    *, query: str | None = None, input_path: str | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Price what has no price from the champion into ``predictions`` (:mod:`price_alchemy.scoring`).
+
+    By default every warehouse batch with an unscored listing; else the rows of ``query`` or the
+    file ``input_path``. Idempotent per batch and model version: a rerun finds nothing open, or
+    replaces the same rows. Progress goes to the log; the counts are the return value.
+    """
+    settings, _ = _setup(settings)
+    from price_alchemy.scoring import score_warehouse
+
+    path = Path(input_path).expanduser().resolve() if input_path else None
+    return score_warehouse(settings, query=query or None, input_path=path).to_dict()
