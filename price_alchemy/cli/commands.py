@@ -1,4 +1,4 @@
-"""Price Alchemy on the command line: generate, ingest, train, predict, inspect, demo, serve, ship, monitor, config."""
+"""Price Alchemy on the command line: generate, ingest, train, predict, score, inspect, demo, serve, ship, monitor, config."""
 
 from __future__ import annotations
 
@@ -16,12 +16,17 @@ from rich.table import Table
 from price_alchemy import runtime
 from price_alchemy.cli.screens import (
     err,
+    first_predictions,
     out,
     predictions_table,
     print_batch,
+    print_file_scoring,
+    print_scoring_run,
     row_progress,
+    score_with_progress,
     ship_with_progress,
     train_with_progress,
+    write_strict_predictions,
 )
 from price_alchemy.config import Settings, get_settings
 from price_alchemy.errors import PriceAlchemyError
@@ -168,32 +173,87 @@ def predict(
     show: Annotated[
         int, typer.Option(min=0, metavar="N", help="Also print the first N predictions as a table.")
     ] = 0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Leave out every row with a missing or invalid field instead of pricing it."
+        ),
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
+    ] = None,
 ) -> None:
-    """Predict prices for a train- or test-format file; bad rows are reported on stderr."""
+    """Price every listing of a train- or test-format file that has an id; flags go to a report beside it."""
+    c: Context = ctx.obj
+    if strict:
+        _predict_strict(c, input, output, model_uri, show)
+        return
+    from price_alchemy.inference import open_model, price_file
+
+    with (
+        _domain_errors(),
+        open_model(c.settings, model_uri) as model,
+        row_progress(f"pricing {input.name}") as bar,
+    ):
+        task = bar.add_task("price", total=None)
+        result = price_file(
+            model, input, output, workers=workers, on_progress=lambda n: bar.update(task, completed=n)
+        )
+    print_file_scoring(result)
+    out.print(
+        f"wrote {result.priced:,} predictions to {output} with {result.model}; flags in {result.report}"
+    )
+    if show and result.priced:
+        out.print(predictions_table(*first_predictions(input, output, show), show))
+    if not result.priced:
+        raise typer.Exit(1)
+
+
+def _predict_strict(c: Context, input: Path, output: Path, model_uri: str | None, show: int) -> None:
+    """``predict --strict``: rows that do not parse or break a listing rule are left out, on stderr."""
     from price_alchemy.data.files import read_listings
     from price_alchemy.inference import load_model, predict_file
 
-    c: Context = ctx.obj
     with _domain_errors():
         model, uri = load_model(c.settings, model_uri)
         with row_progress(f"reading {input.name}") as bar:
             task = bar.add_task("read", total=None)
             read = read_listings(input, on_progress=lambda n: bar.update(task, completed=n))
         result = predict_file(model, uri, read, c.params.validation)
-    for row in result.rejected.itertuples():
-        where = (
-            f"line {row.line}" if row.line == row.line and row.line is not None else f"id {row.listing_id}"
-        )
-        err.print(f"rejected {where}: {row.reason}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    result.prices.to_csv(output, index=False)
-    out.print(
-        f"wrote {len(result.prices):,} predictions to {output} with {uri}; {len(result.rejected):,} rows rejected"
-    )
+    write_strict_predictions(result, output)
     if show and not result.prices.empty:
         out.print(predictions_table(read.listings, result.prices, show))
     if result.prices.empty:
         raise typer.Exit(1)
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    query: Annotated[
+        str | None, typer.Option(help="Price this warehouse SELECT ({listings}) instead of what is open.")
+    ] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", exists=True, dir_okay=False, help="Price this listings file instead."),
+    ] = None,
+    model_uri: Annotated[
+        str | None, typer.Option(help="A registered version (default: models:/<name>@champion).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
+    ] = None,
+) -> None:
+    """Price the warehouse listings without a price from the champion into the predictions table."""
+    c: Context = ctx.obj
+    if query and input:
+        err.print("[bold red]error:[/] --query and --input exclude each other")
+        raise typer.Exit(2)
+    with _domain_errors():
+        run = score_with_progress(
+            c.settings, query=query, input_path=input, model_uri=model_uri, workers=workers
+        )
+    print_scoring_run(run)
 
 
 @app.command()

@@ -21,12 +21,16 @@ from rich.progress import (
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
     from price_alchemy.config import Settings
+    from price_alchemy.inference import FileScoring, Predictions
     from price_alchemy.ingest import CheckedBatch
     from price_alchemy.monitoring.shipping import ShipStats
     from price_alchemy.params import Params
+    from price_alchemy.scoring import ScoringRun
     from price_alchemy.training.stages import TrainingResult
     from price_alchemy.training.tuning import TrialRecord
 
@@ -125,6 +129,100 @@ def predictions_table(listings: pd.DataFrame, prices: pd.DataFrame, limit: int) 
             f"${row.price:,.2f}",
         )
     return table
+
+
+def write_strict_predictions(result: Predictions, output: Path) -> None:
+    """``predict --strict``: each rejected row on stderr, the prices to ``output``, one line on stdout."""
+    for row in result.rejected.itertuples():
+        where = (
+            f"line {row.line}" if row.line == row.line and row.line is not None else f"id {row.listing_id}"
+        )
+        err.print(f"rejected {where}: {row.reason}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result.prices.to_csv(output, index=False)
+    out.print(
+        f"wrote {len(result.prices):,} predictions to {output} with {result.model_uri}; "
+        f"{len(result.rejected):,} rows rejected"
+    )
+
+
+def print_file_scoring(result: FileScoring) -> None:
+    """The summary of ``predict`` on stderr: what was priced how, what was left out, where the flags are."""
+    as_read = result.priced - result.imputed - result.fallback
+    fields = ", ".join(f"{field} {n:,}" for field, n in list(result.by_field.items())[:6])
+    rate = result.priced / result.seconds if result.seconds > 0 else 0.0
+    err.print(
+        f"priced {result.priced:,} of {result.records:,} records of {result.source} with {result.model} "
+        f"in {result.seconds:.1f}s ({rate:,.0f} rows/s)"
+    )
+    err.print(
+        f"  as read: {as_read:,}; fields imputed: {result.imputed:,}" + (f" ({fields})" if fields else "")
+    )
+    err.print(f"  fallback price (no usable content): {result.fallback:,}")
+    left = f"  left out: {result.skipped:,} without an id, {result.duplicates:,} duplicate ids (first kept)"
+    err.print(
+        left + (f", {result.unpriced:,} needing a fallback the model has not" if result.unpriced else "")
+    )
+    err.print(f"  flags: {result.report}")
+
+
+def first_predictions(source: Path, output: Path, limit: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The first listings of ``source`` and the first ``limit`` rows of ``output``, for ``--show``."""
+    import pandas as pd
+
+    from price_alchemy.data.files import stream_listings
+
+    with stream_listings(source) as stream:
+        first = next(stream.chunks, None)
+    listings = first.listings if first is not None else pd.DataFrame()
+    return listings, pd.read_csv(output, nrows=limit)
+
+
+def score_with_progress(
+    settings: Settings,
+    *,
+    query: str | None,
+    input_path: Path | None,
+    model_uri: str | None,
+    workers: int | None,
+) -> ScoringRun:
+    """The scoring run with a progress bar (listings priced of those open, when known)."""
+    from price_alchemy.scoring import score_warehouse
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("pricing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("listings"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("score", total=None)
+        return score_warehouse(
+            settings,
+            query=query,
+            input_path=input_path,
+            model_uri=model_uri,
+            workers=workers,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+
+
+def print_scoring_run(run: ScoringRun) -> None:
+    """One line for the run, one per batch (up to 20)."""
+    summary = run.to_dict()
+    out.print(
+        f"scored [bold]{summary['rows']:,}[/] listings in {summary['batches_scored']:,} batches with {run.model} "
+        f"({run.source}) in {run.seconds:.1f}s; {summary['stored']:,} predictions stored "
+        f"({summary['imputed']:,} with imputed fields, {summary['fallback']:,} fallback)"
+    )
+    if not run.batches:
+        out.print("  nothing to price: every listing has a price from this model")
+    for batch in run.batches[:20]:
+        out.print(
+            f"  {batch.batch_id}: {batch.stored:,} of {batch.rows:,} listings stored in {batch.seconds:.1f}s"
+        )
 
 
 def ship_with_progress(settings: Settings, follow: bool) -> ShipStats:
