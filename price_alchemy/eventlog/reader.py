@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from price_alchemy.eventlog.segments import (
     MAIN_STREAM,
@@ -37,8 +37,14 @@ HEAD_BYTES = 1000  # what an oversized record keeps of its line
 _SCAN_CHUNK = 1 << 20
 
 
+Project = Callable[[dict[str, Any]], dict[str, Any]]
+
+
 class _Budget:
-    def __init__(self, max_events: int, max_bytes: int | None, max_event_bytes: int | None) -> None:
+    def __init__(
+        self, max_events: int, max_bytes: int | None, max_event_bytes: int | None, project: Project | None
+    ) -> None:
+        self.project = project
         self.events_left = max_events
         self.max_bytes = max_bytes
         self.max_event_bytes = max(max_event_bytes or 0, max_bytes or 0) or None
@@ -87,15 +93,18 @@ class EventLogReader:
         *,
         max_bytes: int | None = None,
         max_event_bytes: int | None = None,
+        project: Project | None = None,
     ) -> list[LogRecord]:
         """Up to ``max_events`` records after the checkpoints, in log order within each stream.
 
         ``max_bytes`` bounds the lines read (newlines not counted); a first line larger than that
         comes alone if within ``max_event_bytes`` (default: ``max_bytes``), else as an oversized
         record. ``start`` replaces the checkpoint of its stream. A trailing line without its
-        newline is still being written and is left for later (see ``seal_idle``).
+        newline is still being written and is left for later (see ``seal_idle``). ``project``
+        maps each decoded event to what is kept of it (a consumer that needs a few fields and the
+        line itself then holds little more than the lines' bytes).
         """
-        budget = _Budget(max_events, max_bytes, max_event_bytes)
+        budget = _Budget(max_events, max_bytes, max_event_bytes, project)
         segments = scan_segments(self.directory)
         streams = list(segments)
         records: list[LogRecord] = []
@@ -244,19 +253,19 @@ def _read_lines(
             continue
         budget.events_left -= 1
         batch_started = True
-        yield _decode(body, start, Position(seq, offset, stream))
+        yield _decode(body, start, Position(seq, offset, stream), budget.project)
         if budget.full:
             return
 
 
-def _decode(body: bytes, start: Position, end: Position) -> LogRecord:
+def _decode(body: bytes, start: Position, end: Position, project: Project | None) -> LogRecord:
     try:
         event = json.loads(body)
     except ValueError as exc:
         return LogRecord(None, body, f"not JSON: {exc}", end, start)
     if not isinstance(event, dict):
         return LogRecord(None, body, "not a JSON object", end, start)
-    return LogRecord(event, body, None, end, start)
+    return LogRecord(event if project is None else project(event), body, None, end, start)
 
 
 def _cut_short(line: bytes, start: Position, end_offset: int) -> LogRecord:

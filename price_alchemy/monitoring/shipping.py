@@ -22,6 +22,7 @@ the rest go on.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import random
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from price_alchemy.errors import InvalidEventError, ShippingError, TransientError
 from price_alchemy.eventlog import EventLogReader, EventLogWriter, LogRecord, Position, segment_path
-from price_alchemy.monitoring.sinks import ItemResult, Sink, event_id, index_name
+from price_alchemy.monitoring.sinks import ItemResult, LoggedEvent, Sink, envelope, event_id, index_name
 
 if TYPE_CHECKING:
     from price_alchemy.config import Settings
@@ -148,7 +149,10 @@ class Shipper:
     def _ship_batch(self, stop: threading.Event, give_up_after_s: float | None) -> bool:
         """Deliver and commit the next batch; False when the log has nothing new."""
         records = self.reader.read(
-            max_events=self.batch_size, max_bytes=self.max_batch_bytes, max_event_bytes=self.max_event_bytes
+            max_events=self.batch_size,
+            max_bytes=self.max_batch_bytes,
+            max_event_bytes=self.max_event_bytes,
+            project=envelope,  # keep only where each event goes; its line is what is sent
         )
         if not records:
             return False
@@ -159,7 +163,7 @@ class Shipper:
             if problem or record.event is None:
                 dead.append((record, problem or "empty", None))
             else:
-                events.append((record, record.event))
+                events.append((record, LoggedEvent(record.event, record.raw)))
         results = self._deliver([e for _, e in events], stop, give_up_after_s)
         if results is None:  # stopped during an outage: nothing committed, replayed next time
             return False
@@ -240,7 +244,7 @@ class Shipper:
                     "segment": record.end.seq,
                     "end_offset": record.end.offset,
                 },
-                "event": record.event,
+                "event": None if record.event is None else json.loads(record.raw),  # all of it
                 "raw": None if record.event is not None else record.raw.decode("utf-8", "replace"),
             }
             if record.oversized:

@@ -35,6 +35,30 @@ class ItemResult:
     reason: str | None = None
 
 
+class LoggedEvent(dict[str, Any]):
+    """What the shipper decodes of an event (``@timestamp`` and ``event.id``: where it goes) and
+    its line from the log, which is sent as the document as it is (never re-encoded)."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, fields: dict[str, Any], line: bytes) -> None:
+        super().__init__(fields)
+        self.line = line
+
+
+def envelope(event: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an event that decide where it is indexed (the rest stays in its line)."""
+    kept: dict[str, Any] = {key: event[key] for key in ("@timestamp",) if key in event}
+    if "event" in event:
+        inner = event["event"]
+        kept["event"] = {"id": inner["id"]} if isinstance(inner, dict) and "id" in inner else inner
+    return kept
+
+
+def _document(event: dict[str, Any]) -> Any:
+    return event.line if isinstance(event, LoggedEvent) else event
+
+
 def event_id(event: dict[str, Any]) -> str:
     """The request id (``event.id``), the document id that makes delivery idempotent."""
     ident = (event.get("event") or {}).get("id") if isinstance(event.get("event"), dict) else None
@@ -62,12 +86,12 @@ def index_name(event: dict[str, Any], prefix: str = REQUESTS_INDEX_PREFIX) -> st
     return f"{prefix}-{event_time(event):%Y.%m.%d}"
 
 
-def bulk_operations(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def bulk_operations(events: list[dict[str, Any]]) -> list[Any]:
     """Bulk API body: a ``create`` action with index and id, then the document, per event."""
-    ops: list[dict[str, Any]] = []
+    ops: list[Any] = []
     for event in events:
         ops.append({"create": {"_index": index_name(event), "_id": event_id(event)}})
-        ops.append(event)
+        ops.append(_document(event))  # a logged line goes as it is: no decode-encode round trip
     return ops
 
 
@@ -168,7 +192,13 @@ class LogstashSink:
         import httpx
 
         body = b"".join(
-            json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for e in events
+            (
+                e.line
+                if isinstance(e, LoggedEvent)
+                else json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode()
+            )
+            + b"\n"
+            for e in events
         )
         try:
             response = self._http.post(
