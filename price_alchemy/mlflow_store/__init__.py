@@ -11,6 +11,14 @@ Models are loaded through :mod:`price_alchemy.model_files` only, never by MLflow
 only, and the file whose SHA-256 was recorded when the version was registered
 (``names.MODEL_DIGEST_TAG``), so a version's files cannot be swapped under its number.
 
+Lineage: a training run logs its training, validation and test listings as MLflow datasets
+(:func:`log_datasets`: ``mlflow.log_input`` with contexts ``training``/``validation``/``test``, the
+source it was given plus the warehouse batches of the rows, a content digest), shown under
+"Datasets" on the run page; its test metrics are linked to the logged model and the test dataset
+(:func:`log_model_metrics`), and the registered version carries ``price_alchemy.dataset.<context>``
+tags naming them (:func:`dataset_tags`). :func:`run_datasets` reads them back, :func:`search_runs`
+gives an experiment's runs as a frame (notebooks).
+
 Two ways in, on purpose:
 
 - :func:`configure` points the process-wide fluent API (``mlflow.start_run`` and friends) at the
@@ -40,46 +48,59 @@ from price_alchemy.mlflow_store.registry import (
     version_uri,
 )
 from price_alchemy.mlflow_store.tracking import (
+    DatasetRef,
     active_run_id,
     client,
     configure,
+    dataset_digest,
+    dataset_tags,
     download,
     ensure_experiment,
     load_run_dict,
+    log_datasets,
     log_dict,
     log_file,
     log_folder,
     log_metric,
     log_metrics,
+    log_model_metrics,
     log_param,
     log_params,
     log_text,
     run,
+    run_datasets,
     run_profile,
+    run_tags,
+    search_runs,
     serving_defaults,
     set_tag,
     set_tags,
 )
 
 __all__ = [
+    "DatasetRef",
     "MlflowException",
     "VersionInfo",
     "active_run_id",
     "alias_version",
     "client",
     "configure",
+    "dataset_digest",
+    "dataset_tags",
     "download",
     "download_version",
     "ensure_experiment",
     "load_model",
     "load_run_dict",
     "load_version",
+    "log_datasets",
     "log_dict",
     "log_file",
     "log_folder",
     "log_metric",
     "log_metrics",
     "log_model",
+    "log_model_metrics",
     "log_param",
     "log_params",
     "log_text",
@@ -91,7 +112,10 @@ __all__ = [
     "require_alias",
     "resolve_model_uri",
     "run",
+    "run_datasets",
     "run_profile",
+    "run_tags",
+    "search_runs",
     "serving_defaults",
     "set_alias",
     "set_tag",

@@ -1,21 +1,35 @@
-"""Tracking: where MLflow lives, experiments, runs and their artifacts (the one ``MlflowClient`` builder)."""
+"""Tracking: where MLflow lives, experiments, runs, their artifacts and input datasets (lineage),
+and the one ``MlflowClient`` builder."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.entities import Dataset as DatasetEntity
 from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
 
 from price_alchemy.errors import ModelNotFoundError
 from price_alchemy.names import PROFILE_ARTIFACT
+from price_alchemy.schema import PRICE
 
 if TYPE_CHECKING:
     from price_alchemy.config import Settings
@@ -117,6 +131,11 @@ def log_file(path: Path, artifact_path: str) -> None:
     mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
+def run_tags(settings: Settings, run_id: str) -> dict[str, str]:
+    """The tags of a run (``source``, ``price_alchemy.stage``, ...)."""
+    return dict(client(settings).get_run(run_id).data.tags)
+
+
 def load_run_dict(settings: Settings, run_id: str, artifact: str) -> dict[str, Any]:
     """A JSON artifact of a run (the search outcome, the training profile), read without side files."""
     import json
@@ -147,3 +166,183 @@ def download(settings: Settings, uri: str, destination: Path) -> Path:
             artifact_uri=uri, dst_path=str(destination), tracking_uri=settings.tracking_uri
         )
     )
+
+
+def search_runs(
+    settings: Settings,
+    *,
+    experiment: str | None = None,
+    filter_string: str = "",
+    max_results: int = 1000,
+    order_by: Sequence[str] = ("attributes.start_time DESC",),
+) -> pd.DataFrame:
+    """Runs of an experiment (default: the training one) as a frame: one row per run, with
+    ``run_id``, ``status``, ``start_time``, ``tags.*``, ``params.*`` and ``metrics.*`` columns
+    (MLflow's ``search_runs`` layout); empty when the experiment does not exist."""
+    found = client(settings).get_experiment_by_name(experiment or settings.experiment_name)
+    if found is None:
+        return pd.DataFrame()
+    runs = mlflow.search_runs(
+        experiment_ids=[found.experiment_id],
+        filter_string=filter_string,
+        max_results=max_results,
+        order_by=list(order_by),
+        output_format="pandas",
+    )
+    return cast(pd.DataFrame, runs)
+
+
+# --- lineage: the listings a run trained, validated and tested on ----------------------------
+#: At most this many batch ids are named in a dataset's source (its JSON must stay under 64 KB).
+MAX_NAMED_BATCHES = 500
+#: Model version tags naming the datasets of the version's run, one per context.
+DATASET_TAG_PREFIX = "price_alchemy.dataset."
+_BATCH_COLUMN = "batch_id"
+
+
+class ListingsSource(DatasetSource):
+    """Where a run's listings came from: the source it was given (``file:<path>``,
+    ``warehouse:<backend>[:<query or batches>]``, ...) and the warehouse batches its rows belong to."""
+
+    def __init__(self, source: str, batch_ids: Sequence[str] = (), batches: int | None = None) -> None:
+        self.source = source
+        self.batch_ids = list(batch_ids)[:MAX_NAMED_BATCHES]
+        self.batches = len(batch_ids) if batches is None else batches
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "price_alchemy"
+
+    def load(self) -> Any:
+        raise NotImplementedError("listings are read through price_alchemy, not from a dataset source")
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> ListingsSource:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "batches": self.batches, "batch_ids": self.batch_ids}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> ListingsSource:
+        ids = [str(b) for b in source_dict.get("batch_ids") or []]
+        return cls(str(source_dict.get("source", "")), ids, int(source_dict.get("batches", len(ids))))
+
+
+class ListingsDataset(PandasDataset):
+    """MLflow's pandas dataset, its schema inferred from a sample: MLflow's own inference visits every
+    value of every text column in Python (about 10 s a million rows, for each part)."""
+
+    SCHEMA_ROWS = 10_000
+
+    @cached_property
+    def schema(self) -> Schema | None:
+        frame = self.df
+        with warnings.catch_warnings():  # the integer-column hint is about model inputs, not data
+            warnings.simplefilter("ignore", UserWarning)
+            inferred = infer_signature(frame.head(self.SCHEMA_ROWS)).inputs
+        nullable = frame.isna().any()
+        return Schema([ColSpec(c.type, c.name, required=not bool(nullable[c.name])) for c in inferred.inputs])
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """One input dataset of a run, as MLflow recorded it."""
+
+    context: str
+    name: str
+    digest: str
+    rows: int
+    source: str
+    batches: int = 0
+    batch_ids: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        batches = f", {self.batches} batches" if self.batches else ""
+        return f"{self.name} ({self.rows} rows, digest {self.digest}{batches}) from {self.source}"
+
+
+def dataset_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 (first 16 hex digits) of every row's content and the column names, whatever the row
+    order: the same listings give the same digest however they were read (MLflow's own digest
+    hashes only the first 10,000 rows)."""
+    rows = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64))
+    digest = hashlib.sha256(rows.tobytes())
+    digest.update(json.dumps([str(c) for c in frame.columns]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _batch_ids(frame: pd.DataFrame) -> list[str]:
+    if _BATCH_COLUMN not in frame.columns:
+        return []
+    return sorted(str(b) for b in frame[_BATCH_COLUMN].dropna().unique())
+
+
+def log_datasets(parts: Mapping[str, pd.DataFrame], source: str) -> dict[str, DatasetRef]:
+    """Log each frame as an input dataset of the active run, ``{context: frame}`` (``training``,
+    ``validation``, ``test``), named ``listings-<context>``; shown under "Datasets" on the run page.
+
+    Logging the same rows again in the same context changes nothing (MLflow keeps one input).
+    """
+    refs: dict[str, DatasetRef] = {}
+    for context, frame in parts.items():
+        ids = _batch_ids(frame)
+        listings_source = ListingsSource(source, ids)
+        dataset = ListingsDataset(
+            frame,
+            source=listings_source,
+            name=f"listings-{context}",
+            targets=PRICE if PRICE in frame.columns else None,
+            digest=dataset_digest(frame),
+        )
+        mlflow.log_input(dataset, context=context)
+        refs[context] = DatasetRef(context, dataset.name, dataset.digest, len(frame), source, len(ids), ids)
+    return refs
+
+
+def log_model_metrics(model_uri: str, metrics: Mapping[str, float], dataset: DatasetRef) -> None:
+    """``metrics`` of the active run and of the logged model at ``model_uri``, measured on
+    ``dataset``: MLflow links the logged model, whose URI every registered version of it has as its
+    source, to that dataset by name and digest (only metrics logged with both are linked)."""
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    entity = DatasetEntity(
+        name=dataset.name,
+        digest=dataset.digest,
+        source_type=ListingsSource._get_source_type(),
+        source=ListingsSource(dataset.source, dataset.batch_ids, dataset.batches).to_json(),
+    )
+    mlflow.log_metrics(dict(metrics), model_id=model_id, dataset=entity)
+
+
+def run_datasets(settings: Settings, run_id: str) -> list[DatasetRef]:
+    """The input datasets a run logged, in the order logged."""
+    refs = []
+    inputs = client(settings).get_run(run_id).inputs
+    for item in inputs.dataset_inputs if inputs is not None else []:
+        tags = {t.key: t.value for t in item.tags}
+        dataset = item.dataset
+        raw: dict[str, Any] = json.loads(dataset.source) if dataset.source else {}
+        profile: dict[str, Any] = json.loads(dataset.profile) if dataset.profile else {}
+        refs.append(
+            DatasetRef(
+                context=tags.get("mlflow.data.context", ""),
+                name=dataset.name,
+                digest=dataset.digest,
+                rows=int(profile.get("num_rows", 0)),
+                source=str(raw.get("source", dataset.source)),
+                batches=int(raw.get("batches", 0)),
+                batch_ids=[str(b) for b in raw.get("batch_ids") or []],
+            )
+        )
+    return refs
+
+
+def dataset_tags(settings: Settings, run_id: str) -> dict[str, str]:
+    """Model version tags naming the datasets of the version's run: ``price_alchemy.dataset.<context>``."""
+    return {
+        f"{DATASET_TAG_PREFIX}{ref.context}": ref.describe()[:5000] for ref in run_datasets(settings, run_id)
+    }

@@ -53,6 +53,9 @@ from price_alchemy.training.tuning import TrialCallback, TuningResult
 
 log = logging.getLogger(__name__)
 
+#: Run tag holding where the run's listings came from (the ``source`` of its datasets too).
+SOURCE_TAG = "source"
+
 __all__ = [
     "EvaluatedModel",
     "FittedModel",
@@ -146,10 +149,11 @@ def tune_stage(
 ) -> tuple[str, SearchOutcome]:
     """Open the parent run, log parameters and data sizes, run the search; the run id and outcome."""
     with mlflow_store.run(run_name="train") as run_id:
-        mlflow_store.set_tags({"source": source, "price_alchemy.stage": "training"})
+        mlflow_store.set_tags({SOURCE_TAG: source, "price_alchemy.stage": "training"})
         mlflow_store.log_params(params.flat())
         sizes = {**split.sizes(), "input_rows": len(split.train) if input_rows is None else input_rows}
         mlflow_store.log_params({f"data.{k}": v for k, v in sizes.items()})
+        mlflow_store.log_datasets({"training": split.train, "validation": split.valid}, source)
         outcome, result = search(split.train, split.valid, params, on_stage=on_stage, on_trial=on_trial)
         _log_search(result, outcome)
     return run_id, outcome
@@ -162,19 +166,26 @@ def fit_stage(
     run_id: str,
     *,
     outcome: SearchOutcome | None = None,
+    source: str | None = None,
     on_stage: StageCallback | None = None,
 ) -> EvaluatedModel:
     """Fit the searched model, evaluate it and the rules baseline on test, log plots and the model.
 
     ``outcome`` is the search's result when the tune stage ran in this process; otherwise it is read
-    from the run, where ``tune_stage`` logged it.
+    from the run, where ``tune_stage`` logged it. The three parts are logged as the run's datasets
+    (the same rows as ``tune_stage``'s change nothing) with ``source``, by default the run's own;
+    the test metrics are logged once the model is, linked to it and to the test dataset.
     """
     stage = on_stage or (lambda message: log.info("%s", message))
     if outcome is None:
         outcome = SearchOutcome.from_dict(
             mlflow_store.load_run_dict(settings, run_id, SEARCH_OUTCOME_ARTIFACT)
         )
+    if source is None:
+        source = mlflow_store.run_tags(settings, run_id).get(SOURCE_TAG, "unknown")
     with mlflow_store.run(run_id=run_id):
+        parts = {"training": split.train, "validation": split.valid, "test": split.test}
+        datasets = mlflow_store.log_datasets(parts, source)
         stage(f"fitting the final {' + '.join(outcome.weights)} model")
         model = fit_final(split.train, split.valid, params, outcome)
         stage(f"evaluating on {len(split.test):,} test rows")
@@ -184,7 +195,6 @@ def fit_stage(
         test_metrics = regression_metrics(y_test, y_pred)
         baseline_pred = MedianPriceBaseline().fit(split.train, split.train[PRICE]).predict(X_test)
         baseline_metrics = regression_metrics(y_test, baseline_pred)
-        mlflow_store.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
         mlflow_store.log_metrics({f"baseline_test_{k}": v for k, v in baseline_metrics.items()})
         _log_evaluation_plots(split.test, y_pred, baseline_pred)
         profile_rows = split.train.head(PROFILE_ROWS)
@@ -193,12 +203,17 @@ def fit_stage(
         mlflow_store.log_dict(profile, PROFILE_ARTIFACT)
         stage("logging the model")
         model_uri = mlflow_store.log_model(model, X_test.head(5))
+        # The run's test metrics, logged linked to the model and the test dataset (lineage).
+        mlflow_store.log_model_metrics(
+            model_uri, {f"test_{k}": v for k, v in test_metrics.items()}, datasets["test"]
+        )
     return EvaluatedModel(run_id, model_uri, test_metrics, baseline_metrics)
 
 
 def register_stage(settings: Settings, evaluated: EvaluatedModel) -> str:
     """Register the logged model as a new version of ``settings.model_name``; return the version."""
     tags = {RUN_ID_TAG: evaluated.run_id, TEST_RMSLE_TAG: repr(float(evaluated.test_metrics["rmsle"]))}
+    tags |= mlflow_store.dataset_tags(settings, evaluated.run_id)  # the datasets it was trained/tested on
     version = mlflow_store.register_model(settings, evaluated.model_uri, tags, run_id=evaluated.run_id)
     log.info("registered %s v%s from run %s", settings.model_name, version, evaluated.run_id)
     return version
@@ -293,7 +308,7 @@ def run_training(
     run_id, outcome = tune_stage(
         split, settings, params, source=source, input_rows=len(listings), on_stage=on_stage, on_trial=on_trial
     )
-    evaluated = fit_stage(split, settings, params, run_id, outcome=outcome, on_stage=on_stage)
+    evaluated = fit_stage(split, settings, params, run_id, outcome=outcome, source=source, on_stage=on_stage)
     if on_stage is not None:
         on_stage("registering and deciding promotion")
     version = register_stage(settings, evaluated)

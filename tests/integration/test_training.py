@@ -3,6 +3,10 @@
 Three trainings share one store, in order: a weak model on a small sample (no champion yet, so it
 is promoted), a model on the full sample (clearly better: promoted), and the same training again
 (identical score: not better by the margin, so the champion stays).
+
+Lineage: each run lists its training, validation and test listings as MLflow datasets (row
+counts, source, a content digest), the model version names them and its logged model's test
+metrics point to the test dataset; a staged run on warehouse batches names those batches.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -20,17 +25,27 @@ import pytest
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
 from price_alchemy.data.synthetic import generate_listings
+from price_alchemy.data.warehouse import open_warehouse
 from price_alchemy.errors import TrainingError
 from price_alchemy.names import CHALLENGER, CHAMPION
 from price_alchemy.params import Params
 from price_alchemy.schema import FEATURE_COLUMNS
-from price_alchemy.training.stages import TrainingResult, run_training
+from price_alchemy.tasks import training_listings
+from price_alchemy.training.stages import (
+    TrainingResult,
+    fit_stage,
+    prepare_split,
+    run_training,
+    tune_stage,
+)
 
 pytestmark = pytest.mark.integration
 
 WEAK_ROWS = 300
+CONTEXTS = {"training": "train", "validation": "valid", "test": "test"}
 EVALUATION_PLOTS = {"predicted_vs_actual.png", "residuals_by_category.png", "error_by_price_band.png"}
 
 
@@ -229,3 +244,88 @@ def test_zero_prices_do_not_count_as_training_rows(settings: Settings, params: P
 
     with pytest.raises(TrainingError, match=r"'train': 0, 'valid': 0, 'test': 0"):
         run_training(unpriced, settings, params)
+
+
+def _inputs(client: MlflowClient, run_id: str) -> dict[str, Any]:
+    """The run's dataset inputs by context (``mlflow.data.context``), each logged once."""
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    by_context = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in inputs}
+    assert len(by_context) == len(inputs), "a dataset was logged twice (tune and fit stages)"
+    return by_context
+
+
+@pytest.mark.parametrize(("which", "source"), [("weak", "test:weak"), ("full", "test:full")])
+def test_the_run_lists_its_three_datasets_with_rows_source_and_digest(
+    trained: Trained, synthetic_listings: pd.DataFrame, which: str, source: str
+) -> None:
+    result: TrainingResult = getattr(trained, which)
+    rows = WEAK_ROWS if which == "weak" else len(synthetic_listings)
+    split = prepare_split(synthetic_listings.head(rows), trained.params)
+
+    datasets = _inputs(trained.client(), result.run_id)
+
+    assert set(datasets) == set(CONTEXTS)
+    for context, part in CONTEXTS.items():
+        dataset = datasets[context]
+        assert dataset.name == f"listings-{context}"
+        assert json.loads(dataset.profile)["num_rows"] == result.sizes[part] > 0
+        assert json.loads(dataset.source)["source"] == source
+        assert dataset.digest == mlflow_store.dataset_digest(getattr(split, part))
+
+
+def test_the_digest_is_the_content_whatever_the_row_order(trained: Trained) -> None:
+    full, again = (_inputs(trained.client(), r.run_id) for r in (trained.full, trained.again))
+    weak = _inputs(trained.client(), trained.weak.run_id)
+    assert {c: d.digest for c, d in full.items()} == {c: d.digest for c, d in again.items()}
+    assert all(weak[c].digest != full[c].digest for c in CONTEXTS)
+    frame = generate_listings(50, seed=3)
+    shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    assert mlflow_store.dataset_digest(shuffled) == mlflow_store.dataset_digest(frame)
+    changed = frame.assign(price=frame["price"].where(frame.index != 7, frame["price"] + 1))
+    assert mlflow_store.dataset_digest(changed) != mlflow_store.dataset_digest(frame)
+
+
+def test_the_model_version_points_to_its_datasets(trained: Trained) -> None:
+    client = trained.client()
+    version = trained.version(trained.full)
+    datasets = _inputs(client, trained.full.run_id)
+
+    for context, part in CONTEXTS.items():
+        named = version.tags[f"price_alchemy.dataset.{context}"]
+        assert (
+            f"listings-{context} ({trained.full.sizes[part]} rows, digest {datasets[context].digest}" in named
+        )
+        assert named.endswith("from test:full")
+    # MLflow's own link: the version's source is the logged model, whose test metrics name the dataset.
+    assert version.source.startswith("models:/m-")
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    linked = {m.key: m for m in logged.metrics if m.dataset_name}
+    assert linked["test_rmsle"].dataset_name == "listings-test"
+    assert linked["test_rmsle"].dataset_digest == datasets["test"].digest
+    assert linked["test_rmsle"].value == pytest.approx(trained.full.test_metrics["rmsle"])
+    assert set(linked) == {f"test_{k}" for k in trained.full.test_metrics}
+    history = client.get_metric_history(trained.full.run_id, "test_rmsle")
+    assert [m.value for m in history] == [pytest.approx(trained.full.test_metrics["rmsle"])]
+
+
+def test_a_staged_run_on_warehouse_batches_names_the_batches(
+    settings: Settings, params: Params, synthetic_listings: pd.DataFrame
+) -> None:
+    """As the training DAG does: tune and fit in separate steps, fit told nothing about the source."""
+    batches = {"2025-06-01": synthetic_listings.iloc[:700], "2025-06-02": synthetic_listings.iloc[700:]}
+    with open_warehouse(settings) as warehouse:
+        for batch_id, frame in batches.items():
+            warehouse.load_batch(frame.reset_index(drop=True), batch_id)
+    listings, source = training_listings(settings, params, batch_ids=list(batches))
+    split = prepare_split(listings, params)
+    mlflow_store.configure(settings)
+
+    run_id, _ = tune_stage(split, settings, params, source=source)
+    fit_stage(split, settings, params, run_id)  # outcome and source read back from the run
+
+    refs = {r.context: r for r in mlflow_store.run_datasets(settings, run_id)}
+    assert source == "warehouse:duckdb:2 batches" and set(refs) == set(CONTEXTS)
+    for context, part in CONTEXTS.items():
+        ref = refs[context]
+        assert ref.rows == len(getattr(split, part)) and ref.source == source
+        assert ref.batches == 2 and ref.batch_ids == sorted(batches)
