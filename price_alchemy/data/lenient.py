@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from price_alchemy import schema
+from price_alchemy.data import readers
 from price_alchemy.data.parsing import check_columns
 from price_alchemy.data.readers import RAW_MAX_CHARS, FastState, _is_record, fast_batches
 from price_alchemy.data.repair import ListingChunk, align_record, lenient_canonical
@@ -68,7 +69,18 @@ def lenient_delimited(
         done = 0
         if header_lines == 1:
             state = FastState()
-            for frame in fast_batches(source, sep, names, id_column, has_price, state):
+            # one block at a time (the cores belong to the scorer's workers), small blocks (read-ahead)
+            blocks = fast_batches(
+                source,
+                sep,
+                names,
+                id_column,
+                has_price,
+                state,
+                use_threads=False,
+                block_bytes=readers.STREAM_BLOCK_BYTES,
+            )
+            for frame in blocks:
                 raw = {c: frame[c].to_numpy(dtype=object) for c in frame.columns}
                 chunk = lenient_canonical(raw, len(frame), schema.LISTING_ID)
                 if not chunk.flags.empty:

@@ -38,6 +38,9 @@ CHUNK_ROWS = 50_000
 RAW_MAX_CHARS = 1000
 FAST_BLOCK_BYTES = 16 << 20
 """Bytes of text pyarrow parses per block (one frame per block on the fast path)."""
+STREAM_BLOCK_BYTES = 2 << 20
+"""Block size when streaming: pyarrow reads up to 32 blocks ahead whatever else is set, so this
+bounds the bytes held in read-ahead (64 MB); ~10,000 listings per block."""
 _LOW_CARDINALITY = ("category_name", "brand_name")  # a few thousand distinct values in 1.48M rows
 
 Progress = Callable[[int], None]
@@ -101,12 +104,17 @@ def fast_batches(
     id_column: str,
     has_price: bool,
     state: FastState,
+    *,
+    use_threads: bool = True,
+    block_bytes: int | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Canonical frames, one per pyarrow block, while every record parses; stops at the first that does not.
 
     Every frame yielded is complete and correct: a block with a bad record is not yielded, and
     ``state.complete`` stays False so the caller can re-read the rest record by record, skipping the
     rows already yielded (pyarrow and :mod:`csv` count records alike: blank lines are not records).
+    ``use_threads=False`` parses one block at a time (no core is taken from whoever consumes the
+    frames); pyarrow still reads up to 32 raw blocks ahead, so ``block_bytes`` bounds that memory.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -118,7 +126,12 @@ def fast_batches(
         with source.open_binary() as handle:
             batches = pcsv.open_csv(
                 handle,
-                read_options=pcsv.ReadOptions(column_names=keys, skip_rows=1, block_size=FAST_BLOCK_BYTES),
+                read_options=pcsv.ReadOptions(
+                    column_names=keys,
+                    skip_rows=1,
+                    block_size=block_bytes or FAST_BLOCK_BYTES,
+                    use_threads=use_threads,
+                ),
                 parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True),
                 convert_options=pcsv.ConvertOptions(
                     column_types=dict.fromkeys(keys, pa.string()), strings_can_be_null=False

@@ -143,7 +143,7 @@ def test_the_fast_path_hands_over_mid_file_without_losing_or_repeating_rows(
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     lines[2500] = lines[2500].replace("\t", "\tjunk", 2).replace("\tjunk", "\t", 1)  # junk condition, id 2498
     path.write_text("".join(lines), encoding="utf-8")
-    monkeypatch.setattr(readers, "FAST_BLOCK_BYTES", 64 << 10)  # many blocks: some read fast first
+    monkeypatch.setattr(readers, "STREAM_BLOCK_BYTES", 64 << 10)  # many blocks: some read fast first
     fast_blocks: list[int] = []
     original = lenient.fast_batches
 
