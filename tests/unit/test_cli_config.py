@@ -250,7 +250,7 @@ def _table_rows(output: str) -> list[list[str]]:
 def test_predict_show_prints_the_sample_table(run: Run, new_listings: Path, tmp_path: Path) -> None:
     output = tmp_path / "out" / "predictions.csv"
 
-    result = run("predict", "--input", str(new_listings), "--output", str(output), "--show", "2")
+    result = run("predict", "--strict", "--input", str(new_listings), "--output", str(output), "--show", "2")
 
     assert result.exit_code == 0, result.output
     assert list(pd.read_csv(output)["test_id"]) == [7001, 7002, 7004]  # row 7003 rejected
@@ -264,7 +264,7 @@ def test_predict_show_prints_the_sample_table(run: Run, new_listings: Path, tmp_
 
 @pytest.mark.usefixtures("stub_model")
 def test_predict_without_show_prints_no_table(run: Run, new_listings: Path, tmp_path: Path) -> None:
-    result = run("predict", "--input", str(new_listings), "--output", str(tmp_path / "p.csv"))
+    result = run("predict", "--strict", "--input", str(new_listings), "--output", str(tmp_path / "p.csv"))
 
     assert result.exit_code == 0, result.output
     assert "wrote 3 predictions" in result.stdout

@@ -32,7 +32,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 ENTRY_POINTS = ("cli/", "tasks.py")  # the CLI package and the orchestrator tasks
 DOOR = "mlflow_store/"
 #: names.py constants too generic to police as literals (JSON keys and artifact folder names).
-GENERIC_NAMES = {"model", "run_id", "test_rmsle"}
+GENERIC_NAMES = {"model", "run_id", "test_rmsle", "predictions"}
 #: An index name or pattern (not a Kibana object id such as ``price-alchemy-requests-per-minute``).
 INDEX_LIKE = re.compile(r"price-alchemy-(requests|monitoring)(\*|-\d|-$|$)")
 #: Error classes that must subclass a framework's type and so cannot live in errors.py.
