@@ -321,6 +321,7 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--es-url", help="Elasticsearch to ship into (default: start a temporary node)")
     parser.add_argument("--no-ship", action="store_true", help="skip the shipped == answered check")
+    parser.add_argument("--keep-home", action="store_true", help="keep the trained home (printed)")
     args = parser.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
 
@@ -344,8 +345,10 @@ def main() -> None:
     finally:
         if node is not None:
             stop_node(node)
-        if args.home is None:
+        if args.home is None and not args.keep_home:
             shutil.rmtree(base, ignore_errors=True)
+        elif args.home is None:
+            print(f"home kept: {home}")
 
 
 def run(home: Path, args: argparse.Namespace, worker_counts: list[int], url: str | None) -> None:
@@ -365,8 +368,10 @@ def run(home: Path, args: argparse.Namespace, worker_counts: list[int], url: str
         cpu, client_cpu, wall = group_cpu_seconds(proc.pid), _children_cpu(), time.monotonic()
         result = run_load(url_, bodies, clients, args.duration, args.warmup)
         wall = time.monotonic() - wall
-        result["server_cores"] = (group_cpu_seconds(proc.pid) - cpu) / wall
+        cpu = group_cpu_seconds(proc.pid) - cpu
+        result["server_cores"] = cpu / wall  # over the whole run: client start-up, warm-up, load
         result["client_cores"] = (_children_cpu() - client_cpu) / wall
+        result["server_cpu_ms"] = cpu * 1000 / max(result["answered"], 1)  # per request answered
         results[label] = result
         print(f"{label:<24} x{clients}: {json.dumps(result)}", flush=True)
 
@@ -389,7 +394,17 @@ def run(home: Path, args: argparse.Namespace, worker_counts: list[int], url: str
             proc, api = start_ours(home, workers, logging_on, logs / "ours.log")
             label = f"ours w={workers}{'' if logging_on else ' log=off'} r{round_ + 1}"
             try:
+                calls = metric_sum(api, "price_alchemy_model_batch_rows_count")
+                rows = metric_sum(api, "price_alchemy_model_batch_rows_sum")
+                cpu = group_cpu_seconds(proc.pid)
                 measure(label, f"{api}/v1/predict", singles, proc, args.concurrency)
+                calls = metric_sum(api, "price_alchemy_model_batch_rows_count") - calls
+                rows = metric_sum(api, "price_alchemy_model_batch_rows_sum") - rows
+                results[label]["rows_per_call"] = rows / max(calls, 1)  # micro-batching, summed over workers
+                results[label]["cpu_ms_per_call"] = (group_cpu_seconds(proc.pid) - cpu) * 1000 / max(calls, 1)
+                print(
+                    f"  {calls:,.0f} model calls, {results[label]['rows_per_call']:.1f} rows each", flush=True
+                )
                 if round_ == 0:
                     measure(f"ours w={workers} batch{k}", f"{api}/v1/predict/batch", batches, proc, 1)
             finally:
@@ -412,17 +427,23 @@ def report(results: dict[str, dict[str, Any]], worker_counts: list[int], k: int,
         return statistics.median(values) if values else float("nan")
 
     print(
-        f"\n{'':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'server cores':>14}{'client cores':>14}"
+        f"\n{'':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'server cores':>14}"
+        f"{'client cores':>14}{'server CPU ms/req':>19}"
     )
     for label, r in results.items():
         print(
             f"{label:<26}{r['rps']:>9.1f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}"
-            f"{r['server_cores']:>14.2f}{r['client_cores']:>14.2f}"
+            f"{r['server_cores']:>14.2f}{r['client_cores']:>14.2f}{r['server_cpu_ms']:>19.2f}"
         )
     ref = results.get("reference", {}).get("rps")
     medians = {
         w: {key: median(f"ours w={w} r", key) for key in ("rps", "p50_ms", "p99_ms")} for w in worker_counts
     }
+    for label, r in results.items():
+        if "rows_per_call" in r:
+            print(
+                f"{label}: {r['rows_per_call']:.1f} rows per model call, {r['cpu_ms_per_call']:.1f} ms of server CPU per call"
+            )
     for w, m in medians.items():
         versus = f", {m['rps'] / ref:.1f}x the reference" if ref else ""
         print(

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 WORKER_APP = "price_alchemy.serving.server:worker_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when a worker imports it
+WORKERS_ENV = "PRICE_ALCHEMY_SERVE_WORKERS"  # so that workers know how many they are
 
 
 def run_server(
@@ -47,6 +48,7 @@ def run_server(
         uvicorn.run(create_app(settings), workers=1, **options)  # type: ignore[arg-type]
         return
     metrics_dir = None
+    os.environ[WORKERS_ENV] = str(workers)  # what each worker sizes its native thread pools by
     if settings.prometheus_multiproc_dir is None:
         metrics_dir = settings.home / "serving" / "metrics" / f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
         metrics_dir.mkdir(parents=True)
@@ -64,6 +66,7 @@ def worker_app() -> FastAPI:
     """The app of one worker process: the CLI's start-up (logging, home, quiet libraries), then the app."""
     from rich.console import Console
     from rich.logging import RichHandler
+    from threadpoolctl import threadpool_limits
 
     from price_alchemy import runtime
     from price_alchemy.config import get_settings
@@ -75,6 +78,8 @@ def worker_app() -> FastAPI:
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
     )
     settings, _ = runtime.start(settings)
+    # BLAS/OpenMP pools sized for one process would oversubscribe the cores N times over
+    threadpool_limits(max(1, (os.cpu_count() or 1) // settings.serve_workers))
     if settings.prometheus_multiproc_dir is not None:
         Path(settings.prometheus_multiproc_dir).mkdir(parents=True, exist_ok=True)
     return create_app(settings)
