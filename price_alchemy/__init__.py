@@ -23,7 +23,7 @@ _LAZY = {
     "validate_listings": "price_alchemy.validation",
     "build_pipeline": "price_alchemy.features",
     "split_listings": "price_alchemy.split",
-    "run_training": "price_alchemy.training.pipeline",
+    "run_training": "price_alchemy.training.stages",
 }
 
 

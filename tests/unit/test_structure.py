@@ -241,3 +241,12 @@ def test_no_module_is_over_400_lines_except_estimators() -> None:
         if (n := len(p.read_text().splitlines())) > 400 and _rel(p) != "estimators.py"
     }
     assert long == {}
+
+
+def test_every_public_name_of_the_package_resolves() -> None:
+    import price_alchemy
+
+    names = list(price_alchemy.__all__)
+    assert "run_training" in names
+    for name in names:
+        assert getattr(price_alchemy, name) is not None, name
