@@ -23,6 +23,9 @@ worker process per core; progress is in the task log, the counts per batch in th
 A listing whose fields are missing or invalid is priced with them taken as unknown and flagged
 `imputed:<fields>`; one without any usable content gets the fallback price (the model's median
 training prediction) and the flag `fallback`, without a range.
+
+Before the first champion exists (listings loaded before any training), the task is **skipped**
+with the reason in its log: the promotion of the first champion triggers the DAG again.
 """
 
 from __future__ import annotations
@@ -59,7 +62,13 @@ def price_alchemy_batch_scoring() -> None:
         from price_alchemy.tasks import score_listings
 
         params = context["params"]
-        return score_listings(query=params["query"], input_path=params["input_path"])
+        result = score_listings(query=params["query"], input_path=params["input_path"])
+        if result.get("skipped"):
+            # Skipped, not failed: the UI shows why, and the next champion asset re-runs the DAG.
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(result["reason"])
+        return result
 
     score_listings()
 

@@ -34,8 +34,7 @@ from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
 from price_alchemy.data.files import ListingChunk, ReadResult, stream_listings
 from price_alchemy.data.repair import DUPLICATE, FALLBACK, IMPUTED, SKIPPED
-from price_alchemy.errors import ModelNotFoundError, ModelRefusedError
-from price_alchemy.mlflow_store.registry import _MODELS_URI
+from price_alchemy.errors import ModelNotFoundError
 from price_alchemy.model_files import check_model_dir
 from price_alchemy.params import ValidationParams
 from price_alchemy.profile import PriceInterval
@@ -105,18 +104,11 @@ def open_model(settings: Settings, model_uri: str | None = None) -> Iterator[Sco
     uri = model_uri or mlflow_store.resolve_model_uri(settings)
     with tempfile.TemporaryDirectory(prefix="price-alchemy-model-") as tmp:
         try:
-            if uri.lower().startswith("models:"):
-                match = _MODELS_URI.match(uri)  # the registry's own rule: only our model, any spelling
-                if match is None or match["name"] != settings.model_name:
-                    raise ModelRefusedError(
-                        f"{uri}: only models:/{settings.model_name}/<version> or "
-                        f"models:/{settings.model_name}@<alias> are scored from the registry"
-                    )
-                by_alias = match["sep"] == "@"
-                version = (
-                    mlflow_store.require_alias(settings, match["ref"]).version if by_alias else match["ref"]
+            registered = mlflow_store.registry_version(settings, uri)
+            if registered is not None:
+                model_dir, info, profile = mlflow_store.download_version(
+                    settings, registered.version, Path(tmp)
                 )
-                model_dir, info, profile = mlflow_store.download_version(settings, version, Path(tmp))
                 model = ScoringModel(
                     uri=uri,
                     label=info.label,

@@ -371,10 +371,18 @@ def score_listings(
 
     By default every warehouse batch with an unscored listing; else the rows of ``query`` or the
     file ``input_path``. Idempotent per batch and model version: a rerun finds nothing open, or
-    replaces the same rows. Progress goes to the log; the counts are the return value.
+    replaces the same rows. Progress goes to the log; the counts are the return value. Without a
+    champion there is nothing to price with: ``{"skipped": True, "reason": ...}``.
     """
     settings, _ = _setup(settings)
+    from price_alchemy import mlflow_store
     from price_alchemy.scoring import score_warehouse
 
+    mlflow_store.configure(settings)
+    if mlflow_store.alias_version(settings) is None:
+        # Listings often arrive before the first model: nothing to price with yet, not a failure.
+        reason = f"no version of {settings.model_name!r} is champion yet: nothing scored"
+        log.warning("%s", reason)
+        return {"skipped": True, "reason": reason}
     path = Path(input_path).expanduser().resolve() if input_path else None
     return score_warehouse(settings, query=query or None, input_path=path).to_dict()

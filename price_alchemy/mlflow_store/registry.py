@@ -225,26 +225,35 @@ def load_version(settings: Settings, info: VersionInfo) -> Any:
 _MODELS_URI = re.compile(r"^models:/*(?P<name>[^/@]+)(?P<sep>[/@])(?P<ref>[^/@]+)/*$", re.IGNORECASE)
 
 
+def registry_version(settings: Settings, uri: str) -> VersionInfo | None:
+    """The version a ``models:`` URI names (an alias resolved now), or None for any other URI.
+
+    Only the configured registered model is served from the registry, in any spelling of the URI
+    (``models:/<name>/<version>``, ``models:/<name>@<alias>``); another name is refused.
+    """
+    if not uri.lower().startswith("models:"):
+        return None
+    match = _MODELS_URI.match(uri)
+    if match is None or match["name"] != settings.model_name:
+        raise ModelRefusedError(
+            f"{uri}: only models:/{settings.model_name}/<version> or models:/{settings.model_name}@<alias> "
+            "are loaded from the registry"
+        )
+    if match["sep"] == "@":
+        return require_alias(settings, match["ref"])
+    return version_info(settings, match["ref"])
+
+
 def load_model(settings: Settings, uri: str) -> Any:
     """The pipeline behind a model URI, loaded safely.
 
-    A ``models:`` URI (``models:/<name>/<version>``, ``models:/<name>@<alias>``, any spelling) must
-    name the configured registered model, and its file must match the digest recorded at
-    registration. Any other URI (``runs:/...``, a local path) gets the format, type and pipeline
-    checks only, and a warning.
+    A ``models:`` URI must name the configured registered model (:func:`registry_version`), and its
+    file must match the digest recorded at registration. Any other URI (``runs:/...``, a local
+    path) gets the format, type and pipeline checks only, and a warning.
     """
-    if uri.lower().startswith("models:"):
-        match = _MODELS_URI.match(uri)
-        if match is None or match["name"] != settings.model_name:
-            raise ModelRefusedError(
-                f"{uri}: only models:/{settings.model_name}/<version> or models:/{settings.model_name}@<alias> "
-                "are loaded from the registry"
-            )
-        by_alias = match["sep"] == "@"
-        return load_version(
-            settings,
-            require_alias(settings, match["ref"]) if by_alias else version_info(settings, match["ref"]),
-        )
+    info = registry_version(settings, uri)
+    if info is not None:
+        return load_version(settings, info)
     log.warning("loading %s without a registered digest (format and trusted types still checked)", uri)
     with tempfile.TemporaryDirectory() as tmp:
         return load_model_dir(download(settings, uri, Path(tmp)), expected_digest=None, what=uri)

@@ -87,6 +87,16 @@ def _score(
     return proc, json.loads(rows[0][0])
 
 
+def test_scoring_dag_before_any_champion_is_skipped_not_failed(airflow_sandbox: AirflowSandbox) -> None:
+    """Listings loaded before the first training: the task is skipped, with the reason in its log."""
+    proc = airflow_sandbox.dags_test(SCORING, conf={}, logical_date="2025-06-02")
+    states = airflow_sandbox._query(
+        "SELECT state FROM task_instance WHERE dag_id = ? AND task_id = 'score_listings'", SCORING
+    )
+    assert states == [("skipped",)], _fail(proc, f"task states {states}")
+    assert "is champion yet: nothing scored" in proc.stdout
+
+
 def test_scoring_dag_prices_the_warehouse_once_per_champion(airflow_sandbox: AirflowSandbox) -> None:
     sandbox = airflow_sandbox
     trained = sandbox.dags_test(TRAINING, conf=TRAIN_RUN, logical_date="2025-06-01")

@@ -185,6 +185,14 @@ def test_streamed_reads_equal_the_one_shot_reads(warehouse: Warehouse) -> None:
         list(warehouse.iter_query("DELETE FROM {listings}"))
     assert len(warehouse.read_listings()) == 59
 
+    # a reader that stops early (a failed chunk, a break) leaves the warehouse usable, for reads and writes
+    streams = {"q": warehouse.iter_query(sql, chunk_rows=16), "l": warehouse.iter_listings(chunk_rows=16)}
+    for batch_id, stream in streams.items():
+        assert len(next(stream)) == 16
+        stream.close()
+        warehouse.load_batch(listings([200 + len(warehouse.read_listings())]), batch_id)
+    assert len(warehouse.read_listings()) == 61
+
 
 def test_bad_predictions_and_keys_are_refused(warehouse: Warehouse) -> None:
     stamp = datetime.now(UTC)

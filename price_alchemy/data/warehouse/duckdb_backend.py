@@ -274,12 +274,17 @@ class DuckDBWarehouse(Warehouse):
         return coerce_result(self._fetch(sql, [model_name, model_version]))
 
     def _stream(self, sql: str, params: Sequence[Any], chunk_rows: int) -> Iterator[pd.DataFrame]:
+        """The result in chunks; the reader is closed however the caller stops (end, error, break)."""
+        reader = None
         try:
             reader = self.con.sql(sql, params=list(params)).to_arrow_reader(chunk_rows)
             for batch in reader:
                 yield coerce_result(batch.to_pandas())
         except duckdb.Error as exc:
             raise WarehouseError(f"DuckDB query failed: {exc}") from exc
+        finally:
+            if reader is not None:
+                reader.close()
 
     def iter_listings(
         self, *, batch_ids: Sequence[str] | None = None, chunk_rows: int = STREAM_ROWS
