@@ -83,3 +83,7 @@ class PredictionError(PriceAlchemyError):
 
 class AuthenticationError(PriceAlchemyError):
     """Missing or wrong API key: the API answers 401."""
+
+
+class ExplanationUnavailableError(PriceAlchemyError):
+    """The served model cannot explain its prices (an estimator the explainer does not know)."""

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from price_alchemy.errors import ModelNotReadyError, PredictionError
+from price_alchemy.errors import ExplanationUnavailableError, ModelNotReadyError, PredictionError
+from price_alchemy.explain import Explanation
 from price_alchemy.serving.model_store import LoadedModel, ModelStore, listings_frame
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,14 @@ log = logging.getLogger(__name__)
 class BatchResult:
     prices: np.ndarray
     model: LoadedModel
+    explanations: list[Explanation] | None = None  # one per row when the request asked to explain
 
 
 @dataclass
 class _Job:
     rows: list[dict[str, Any]]
     future: asyncio.Future[BatchResult] = field(repr=False)
+    explain: bool = False
 
 
 class MicroBatcher:
@@ -73,14 +76,20 @@ class MicroBatcher:
                 job.future.set_exception(ModelNotReadyError("the service is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def predict(self, rows: Sequence[dict[str, Any]]) -> BatchResult:
-        """Prices for ``rows`` (listing fields), all from the same model."""
-        if self._store.current is None:
+    async def predict(self, rows: Sequence[dict[str, Any]], *, explain: bool = False) -> BatchResult:
+        """Prices for ``rows`` (listing fields), all from the same model; explained if ``explain``.
+
+        Explained and plain requests share model calls; only the explained rows are explained.
+        """
+        current = self._store.current
+        if current is None:
             raise ModelNotReadyError(f"no model loaded: {self._store.last_error or 'still starting'}")
         if self._task is None:
             raise ModelNotReadyError("the prediction worker is not running")
+        if explain and current.explainer is None:
+            raise ExplanationUnavailableError(current.explain_error or "this model cannot explain its prices")
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(list(rows), future))
+        self._pending.append(_Job(list(rows), future, explain))
         self._wakeup.set()
         return await future
 
@@ -111,8 +120,21 @@ class MicroBatcher:
                     job.future.set_exception(ModelNotReadyError("no model loaded"))
                 continue
             rows = [row for job in jobs for row in job.rows]
+            explained = [job for job in jobs if job.explain]
             try:
-                prices = await loop.run_in_executor(self._executor, _predict, model, rows)
+                if explained:
+                    prices, explanations = await loop.run_in_executor(
+                        self._executor,
+                        _predict_explained,
+                        model,
+                        rows,
+                        [job.explain for job in jobs for _ in job.rows],
+                    )
+                else:
+                    prices, explanations = (
+                        await loop.run_in_executor(self._executor, _predict, model, rows),
+                        None,
+                    )
             except Exception as exc:
                 log.exception(
                     "model %s v%s failed on %d rows", model.meta.name, model.meta.version, len(rows)
@@ -126,9 +148,43 @@ class MicroBatcher:
             start = 0
             for job in jobs:
                 end = start + len(job.rows)
-                if not job.future.done():
+                if job.future.done():
+                    pass
+                elif not job.explain:
                     job.future.set_result(BatchResult(prices[start:end], model))
+                elif isinstance(explanations, Exception):
+                    job.future.set_exception(explanations)
+                else:
+                    assert explanations is not None
+                    job.future.set_result(BatchResult(prices[start:end], model, explanations[start:end]))
                 start = end
+
+
+def _predict_explained(
+    model: LoadedModel, rows: list[dict[str, Any]], wanted: list[bool]
+) -> tuple[np.ndarray, list[Explanation] | Exception]:
+    """Prices of all rows, and explanations of the wanted ones (in row positions; an error instead
+    if they cannot be made, which fails only the requests that asked for them)."""
+    import sklearn
+
+    prices = _predict(model, rows)
+    if model.explainer is None:
+        return prices, ExplanationUnavailableError(
+            model.explain_error or "this model cannot explain its prices"
+        )
+    positions = [i for i, want in enumerate(wanted) if want]
+    try:
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            found = model.explainer.explain(listings_frame([rows[i] for i in positions]))
+    except Exception as exc:
+        log.exception(
+            "model %s v%s failed to explain %d rows", model.meta.name, model.meta.version, len(positions)
+        )
+        return prices, PredictionError(f"explanation failed: {type(exc).__name__}")
+    explanations: list[Any] = [None] * len(rows)
+    for i, explanation in zip(positions, found, strict=True):
+        explanations[i] = explanation
+    return prices, explanations
 
 
 def _predict(model: LoadedModel, rows: list[dict[str, Any]]) -> np.ndarray:

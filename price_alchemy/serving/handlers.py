@@ -16,7 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from price_alchemy.errors import AuthenticationError, ModelNotReadyError, PredictionError
+from price_alchemy.errors import (
+    AuthenticationError,
+    ExplanationUnavailableError,
+    ModelNotReadyError,
+    PredictionError,
+)
 from price_alchemy.serving.deps import API_KEY_HEADER
 from price_alchemy.serving.middleware import ERROR_MESSAGE_CUT, BodyTooLargeError, error_body, request_context
 from price_alchemy.serving.request_log import RequestContext
@@ -104,9 +109,17 @@ async def _prediction_failed(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(ctx, "prediction_failed", PREDICTION_FAILED_MESSAGE), status_code=500)
 
 
+async def _unexplained(request: Request, exc: Exception) -> JSONResponse:
+    """409: the served model cannot explain (the message names the model part, nothing internal)."""
+    ctx = request_context(request.scope)
+    ctx.fail(type(exc).__name__, str(exc)[:ERROR_MESSAGE_CUT])
+    return JSONResponse(error_body(ctx, "explanation_unavailable", str(exc)), status_code=409)
+
+
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(ModelNotReadyError, _not_ready)
     app.add_exception_handler(AuthenticationError, _unauthorized)
     app.add_exception_handler(PredictionError, _prediction_failed)
+    app.add_exception_handler(ExplanationUnavailableError, _unexplained)

@@ -31,8 +31,9 @@ import pandas as pd
 from price_alchemy import mlflow_store
 from price_alchemy.config import Settings
 from price_alchemy.errors import ModelNotFoundError, ModelRefusedError
+from price_alchemy.explain import Explainer
 from price_alchemy.model_files import load_model_dir
-from price_alchemy.names import TEST_RMSLE_TAG
+from price_alchemy.names import REFERENCE_LISTINGS, TEST_RMSLE_TAG
 from price_alchemy.profile import PriceInterval
 from price_alchemy.schema import FEATURE_COLUMNS
 from price_alchemy.serving.schemas import EXAMPLE_LISTING
@@ -43,6 +44,8 @@ __all__ = ["LoadedModel", "ModelMetadata", "ModelStore", "PriceInterval", "listi
 
 POINTER = "current.json"
 METADATA = "metadata.json"
+#: The profile's reference listings, kept beside a cached model (plain JSON, for ``similar``).
+REFERENCES_FILE = "reference-listings.json"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class LoadedModel:
     meta: ModelMetadata
     source: str  # "registry" or "cache"
     loaded_at: datetime
+    explainer: Explainer | None = None  # None: the model cannot explain (``explain_error`` says why)
+    explain_error: str | None = None
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Dollar prices for a frame of ``FEATURE_COLUMNS`` (the registered pipeline, unchanged)."""
@@ -100,6 +105,19 @@ def listings_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows of listing fields -> the frame the pipeline takes (int64 condition and shipping)."""
     frame = pd.DataFrame({column: [row.get(column) for row in rows] for column in FEATURE_COLUMNS})
     return frame.astype({"item_condition_id": "int64", "shipping": "int64"})
+
+
+def _explainer(pipeline: Any, references: Any, what: str) -> tuple[Explainer | None, str | None]:
+    """The model's explainer, warmed on the example listing; or None and why (it still serves prices)."""
+    try:
+        explainer = Explainer(pipeline, references)
+        explainer.explain(listings_frame([EXAMPLE_LISTING]))
+    except Exception as exc:  # an estimator the explainer does not know: prices only
+        log.warning("%s cannot explain its prices: %s: %s", what, type(exc).__name__, exc)
+        return None, f"{what} cannot explain its prices ({type(exc).__name__})"
+    if explainer.similar_unavailable is not None:
+        log.info("%s: explanations without similar listings: %s", what, explainer.similar_unavailable)
+    return explainer, None
 
 
 class ModelStore:
@@ -153,8 +171,11 @@ class ModelStore:
                 price_interval=None if profile is None else PriceInterval.from_profile(profile),
                 digest=info.digest,
             )
-            loaded = self._load_dir(model_dir, meta, source="registry")
+            references = None if profile is None else profile.get(REFERENCE_LISTINGS)
+            loaded = self._load_dir(model_dir, meta, source="registry", references=references)
             (model_dir / METADATA).write_text(json.dumps(meta.to_json(), indent=2))
+            if references is not None:
+                (model_dir / REFERENCES_FILE).write_text(json.dumps(references))
             self._commit_cache(model_dir, meta)
             return loaded
         finally:
@@ -185,10 +206,15 @@ class ModelStore:
                 f"cached model is {meta.name}@{meta.alias}, not "
                 f"{self.settings.model_name}@{self.settings.model_alias}"
             )
-        return self._load_dir(self.cache_dir / str(data["dir"]), meta, source="cache")
+        model_dir = self.cache_dir / str(data["dir"])
+        try:
+            references = json.loads((model_dir / REFERENCES_FILE).read_text())
+        except (OSError, ValueError):
+            references = None
+        return self._load_dir(model_dir, meta, source="cache", references=references)
 
     @staticmethod
-    def _load_dir(model_dir: Path, meta: ModelMetadata, source: str) -> LoadedModel:
+    def _load_dir(model_dir: Path, meta: ModelMetadata, source: str, references: Any = None) -> LoadedModel:
         """Load (safely) and warm up a model directory; refuse a model that cannot price a listing.
 
         The cached copy is held to the digest recorded at registration just as a download is, so a
@@ -209,7 +235,8 @@ class ModelStore:
         warm = loaded.predict(listings_frame([EXAMPLE_LISTING]))
         if warm.shape != (1,) or not np.all(np.isfinite(warm)):
             raise ModelNotFoundError(f"{meta.name} v{meta.version} gave {warm!r} for the example listing")
-        return loaded
+        explainer, explain_error = _explainer(pipeline, references, what)
+        return LoadedModel(pipeline, meta, source, loaded.loaded_at, explainer, explain_error)
 
     # --- lifecycle ------------------------------------------------------------------------
     def _swap(self, loaded: LoadedModel) -> None:

@@ -66,12 +66,30 @@ class Listing(BaseModel):
     ]
 
 
+EXPLAIN_DESCRIPTION = (
+    "true: also return, per listing, the effects that pushed its price up and down and the most "
+    "similar training listings (see docs/serving.md, Why this price). Must be a JSON boolean."
+)
+
+
+class PredictRequest(Listing):
+    """One listing, and whether to explain its price."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [EXAMPLE_LISTING, {**EXAMPLE_LISTING, "explain": True}]},
+    )
+
+    explain: Annotated[bool, Field(default=False, strict=True, description=EXPLAIN_DESCRIPTION)]
+
+
 class BatchRequest(BaseModel):
     """Several listings; the route's model sets the real maximum (``max_batch_size``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     listings: list[Listing]
+    explain: Annotated[bool, Field(default=False, strict=True, description=EXPLAIN_DESCRIPTION)]
 
 
 def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
@@ -99,10 +117,52 @@ class PriceRange(BaseModel):
     coverage: float = Field(description="Share of held-out test listings whose price fell in their range.")
 
 
+class Factor(BaseModel):
+    feature: str = Field(description='A feature of the listing, e.g. \'name: "iphone"\', "brand: Apple".')
+    effect: float = Field(description="What it added to the predicted log1p(price).")
+
+
+class Factors(BaseModel):
+    up: list[Factor] = Field(description="Up to 5 features that raised the price most, largest first.")
+    down: list[Factor] = Field(description="Up to 5 features that lowered it most, most negative first.")
+
+
+class SimilarListing(BaseModel):
+    name: str | None
+    brand_name: str | None
+    category_name: str | None
+    item_condition_id: int
+    price: float = Field(description="Its selling price, dollars.")
+    similarity: float = Field(description="Cosine similarity of the text features, 0 to 1.")
+
+
+class Explanation(BaseModel):
+    """``baseline + sum(factors) + others == log_price``; ``price == expm1(max(log_price, 0))``."""
+
+    log_price: float = Field(description="The model's log1p(price) before rounding.")
+    baseline: float = Field(description="The model's log1p(price) before any feature of the listing.")
+    factors: Factors
+    others: float = Field(description="Sum of the effects of all other features.")
+    similar: list[SimilarListing] | None = Field(
+        description="The 5 most similar training listings, most similar first; null when the model "
+        "keeps none (see similar_unavailable)."
+    )
+    similar_unavailable: str | None = Field(default=None, description="Why similar is null.")
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class Prediction(BaseModel):
     price: float = Field(description="Suggested price, dollars.")
     price_range: PriceRange | None = Field(
         description="Calibrated range; null when the model was trained without calibration data."
+    )
+    explanation: Explanation | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='Only with "explain": true: why this price (absent otherwise).',
     )
 
 
@@ -183,6 +243,7 @@ ErrorType = Literal[
     "not_found",
     "method_not_allowed",
     "http_error",
+    "explanation_unavailable",
 ]
 
 

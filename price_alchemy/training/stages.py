@@ -30,6 +30,7 @@ from price_alchemy.names import (
     CHALLENGER,
     CHAMPION,
     PROFILE_ARTIFACT,
+    REFERENCE_LISTINGS,
     RUN_ID_TAG,
     SEARCH_OUTCOME_ARTIFACT,
     TEST_RMSLE_TAG,
@@ -37,6 +38,7 @@ from price_alchemy.names import (
 from price_alchemy.params import Params
 from price_alchemy.profile import PROFILE_ROWS, PriceInterval, reference_profile
 from price_alchemy.schema import FEATURE_COLUMNS, PRICE
+from price_alchemy.similar import reference_listings
 from price_alchemy.split import Split, split_listings
 from price_alchemy.training import plots
 from price_alchemy.training.evaluate import regression_metrics, rmsle
@@ -200,6 +202,13 @@ def fit_stage(
         profile_rows = split.train.head(PROFILE_ROWS)
         profile = reference_profile(profile_rows, model.predict(profile_rows[list(FEATURE_COLUMNS)]))
         profile["price_interval"] = PriceInterval.calibrate(y_test, y_pred).to_profile()
+        # The rows fit_final fitted on, in its order (checked against the model's kNN targets).
+        fit_rows = (
+            pd.concat([split.train, split.valid], ignore_index=True)
+            if params.training.refit_on_valid
+            else split.train
+        )
+        profile[REFERENCE_LISTINGS] = reference_listings(model, fit_rows)
         mlflow_store.log_dict(profile, PROFILE_ARTIFACT)
         stage("logging the model")
         model_uri = mlflow_store.log_model(model, X_test.head(5))

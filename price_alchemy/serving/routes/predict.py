@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter
 
+from price_alchemy import explain
 from price_alchemy.serving.batching import BatchResult
 from price_alchemy.serving.deps import ApiKey, Batcher, Context
 from price_alchemy.serving.request_log import RequestContext
@@ -16,11 +17,15 @@ from price_alchemy.serving.schemas import (
     BatchPredictResponse,
     BatchRequest,
     ErrorBody,
-    Listing,
+    Explanation,
+    Factor,
+    Factors,
     ModelRef,
     Prediction,
+    PredictRequest,
     PredictResponse,
     PriceRange,
+    SimilarListing,
     ValidationErrorBody,
     batch_request_model,
 )
@@ -32,8 +37,34 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ValidationErrorBody,
         "description": "A field breaks a rule: the field and the rule are named.",
     },
+    409: {
+        "model": ErrorBody,
+        "description": '"explain": true, but the served model cannot explain its prices.',
+    },
     503: {"model": ErrorBody, "description": "No model loaded yet."},
 }
+
+
+def _explanation(found: explain.Explanation) -> Explanation:
+    return Explanation(
+        log_price=found.log_price,
+        baseline=found.baseline,
+        factors=Factors(
+            up=[Factor(feature=k, effect=v) for k, v in found.up],
+            down=[Factor(feature=k, effect=v) for k, v in found.down],
+        ),
+        others=found.others,
+        similar=None if found.similar is None else [SimilarListing(**s) for s in found.similar],
+        similar_unavailable=found.similar_unavailable,
+    )
+
+
+def _explained(predictions: list[Prediction], result: BatchResult) -> list[Prediction]:
+    """The predictions with their explanations, when the request asked for them."""
+    if result.explanations is not None:
+        for prediction, found in zip(predictions, result.explanations, strict=True):
+            prediction.explanation = _explanation(found)
+    return predictions
 
 
 def _record(ctx: RequestContext, rows: list[dict[str, Any]], result: BatchResult) -> list[Prediction]:
@@ -64,17 +95,18 @@ def build_router(max_batch_size: int) -> APIRouter:
     batch_model = batch_request_model(max_batch_size)
 
     @router.post("/predict", response_model=PredictResponse)
-    async def predict(listing: Listing, batcher: Batcher, ctx: Context) -> PredictResponse:
-        """Suggest a price and a calibrated price range for one listing."""
-        rows = [listing.model_dump()]
+    async def predict(listing: PredictRequest, batcher: Batcher, ctx: Context) -> PredictResponse:
+        """Suggest a price and a calibrated price range for one listing (and why, if asked)."""
+        rows = [listing.model_dump(exclude={"explain"})]
         ctx.batch_size = 1
-        result = await batcher.predict(rows)
-        (prediction,) = _record(ctx, rows, result)
+        result = await batcher.predict(rows, explain=listing.explain)
+        (prediction,) = _explained(_record(ctx, rows, result), result)
         return PredictResponse(
             request_id=ctx.request_id,
             model=_model_ref(result),
             price=prediction.price,
             price_range=prediction.price_range,
+            explanation=prediction.explanation,
         )
 
     @router.post("/predict/batch", response_model=BatchPredictResponse)
@@ -83,13 +115,14 @@ def build_router(max_batch_size: int) -> APIRouter:
         batcher: Batcher,
         ctx: Context,
     ) -> BatchPredictResponse:
-        """Suggest prices and ranges for up to max_batch_size listings, in request order."""
+        """Suggest prices and ranges for up to max_batch_size listings, in request order (and why, if asked)."""
         request: BatchRequest = body
         rows = [listing.model_dump() for listing in request.listings]
         ctx.batch_size = len(rows)
-        result = await batcher.predict(rows)
+        result = await batcher.predict(rows, explain=request.explain)
+        predictions = _explained(_record(ctx, rows, result), result)
         return BatchPredictResponse(
-            request_id=ctx.request_id, model=_model_ref(result), predictions=_record(ctx, rows, result)
+            request_id=ctx.request_id, model=_model_ref(result), predictions=predictions
         )
 
     return router
