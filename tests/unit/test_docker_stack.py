@@ -276,7 +276,7 @@ def test_mlflow_runs_the_basic_auth_app_with_its_dependencies(compose: dict[str,
     assert re.search(r"^default_permission = (READ|NO_PERMISSIONS)$", ini, re.M), "writes need a grant"
     # the database password reaches the server as PGPASSWORD, never on its command line
     backend = _flag(command, "--backend-store-uri") or ""
-    assert re.fullmatch(r"postgresql://mlflow@postgres/mlflow", backend), backend
+    assert re.fullmatch(r"postgresql\+psycopg2://mlflow@postgres/mlflow", backend), backend
     assert _required(env["PGPASSWORD"]) == "MLFLOW_DB_PASSWORD"
     assert "*" not in (_flag(command, "--allowed-hosts") or "*"), "MLflow must check the Host header"
     allowed = _with_defaults(_flag(command, "--allowed-hosts") or "").split(",")
