@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
 from price_alchemy import runtime
+from price_alchemy.cli.extras import require_extra
 from price_alchemy.cli.screens import (
     err,
     first_predictions,
@@ -31,9 +32,6 @@ from price_alchemy.cli.screens import (
 from price_alchemy.config import Settings, get_settings
 from price_alchemy.errors import PriceAlchemyError
 from price_alchemy.params import Params
-
-if TYPE_CHECKING:
-    pass
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -310,6 +308,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the champion model over REST (uvicorn, N worker processes) until interrupted."""
+    require_extra("serve", "serve")
     from price_alchemy.serving.server import run_server
 
     c: Context = ctx.obj
@@ -324,6 +323,7 @@ def ship(
     follow: Annotated[bool, typer.Option("--follow/--once", help="Keep shipping new events.")] = False,
 ) -> None:
     """Ship buffered request events to Elasticsearch (or Logstash) exactly once, in order."""
+    require_extra("monitor", "ship")
     c: Context = ctx.obj
     with _domain_errors():
         ship_with_progress(c.settings, follow)
@@ -341,6 +341,7 @@ def monitor(
     ] = None,
 ) -> None:
     """Compare recent requests with the champion's training profile; report drift (exit 3 if drifted)."""
+    require_extra("monitor", "monitor")
     from price_alchemy.monitoring.drift_job import run_monitor
 
     c: Context = ctx.obj
