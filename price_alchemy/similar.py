@@ -111,7 +111,7 @@ def text_vectors(X: Any) -> Any:
 class SimilarIndex:
     """Reference listings and their text vectors, searched by cosine similarity."""
 
-    vectors: Any  # CSR, one normalised row per reference listing
+    columns: Any  # CSR of the transposed vectors: one normalised column per reference listing
     rows: list[dict[str, Any]]
     source: str
 
@@ -141,12 +141,13 @@ class SimilarIndex:
             vectors = text_vectors(pipeline.named_steps["features"].transform(frame))
         else:
             raise ValueError(f"unknown reference listings source {source!r}")
-        return cls(sp.csr_matrix(vectors, dtype=np.float32), rows, str(source))
+        # Transposed once, as CSR: a product with a CSC operand would convert it on every call.
+        return cls(sp.csr_matrix(sp.csr_matrix(vectors, dtype=np.float32).T), rows, str(source))
 
     def nearest(self, queries: Any, k: int = SIMILAR_COUNT) -> list[list[dict[str, Any]]]:
         """Per query row (normalised text vectors): the ``k`` most similar references, most similar first."""
         k = min(k, len(self.rows))
-        sims = np.asarray((queries @ self.vectors.T).todense(), dtype=np.float64)
+        sims = np.asarray((queries @ self.columns).todense(), dtype=np.float64)
         out = []
         for row in sims:
             top = np.argpartition(-row, k - 1)[:k] if k else np.array([], dtype=np.int64)

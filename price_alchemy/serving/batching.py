@@ -163,34 +163,38 @@ class MicroBatcher:
 def _predict_explained(
     model: LoadedModel, rows: list[dict[str, Any]], wanted: list[bool]
 ) -> tuple[np.ndarray, list[Explanation] | Exception]:
-    """Prices of all rows, and explanations of the wanted ones (in row positions; an error instead
-    if they cannot be made, which fails only the requests that asked for them)."""
+    """Prices of all rows and explanations of the wanted ones, from one featurization (in row
+    positions; an error instead of them if they cannot be made, which fails only the requests
+    that asked). Without an explainer the prices come from the plain path."""
     import sklearn
 
-    prices = _predict(model, rows)
     if model.explainer is None:
-        return prices, ExplanationUnavailableError(
+        return _predict(model, rows), ExplanationUnavailableError(
             model.explain_error or "this model cannot explain its prices"
         )
     positions = [i for i, want in enumerate(wanted) if want]
+    frame = listings_frame(rows)
     try:
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            found = model.explainer.explain(listings_frame([rows[i] for i in positions]))
+            prices, found = model.explainer.price_and_explain(frame, positions)
     except Exception as exc:
         log.exception(
             "model %s v%s failed to explain %d rows", model.meta.name, model.meta.version, len(positions)
         )
-        return prices, PredictionError(f"explanation failed: {type(exc).__name__}")
+        return _predict(model, rows), PredictionError(f"explanation failed: {type(exc).__name__}")
+    _check(prices, len(rows))
     explanations: list[Any] = [None] * len(rows)
     for i, explanation in zip(positions, found, strict=True):
         explanations[i] = explanation
     return prices, explanations
 
 
+def _check(prices: np.ndarray, n: int) -> None:
+    if prices.shape != (n,) or not np.all(np.isfinite(prices)):
+        raise PredictionError(f"model returned {prices.shape} values or non-finite prices for {n} rows")
+
+
 def _predict(model: LoadedModel, rows: list[dict[str, Any]]) -> np.ndarray:
     prices = model.predict(listings_frame(rows))
-    if prices.shape != (len(rows),) or not np.all(np.isfinite(prices)):
-        raise PredictionError(
-            f"model returned {prices.shape} values or non-finite prices for {len(rows)} rows"
-        )
+    _check(prices, len(rows))
     return prices

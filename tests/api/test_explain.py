@@ -171,3 +171,28 @@ def test_the_cached_model_keeps_its_reference_listings(make_client: AppFactory) 
     assert offline.get("/v1/model").json()["source"] == "cache"
     body = offline.post("/v1/predict", json={**LISTING, "explain": True}).json()
     assert len(body["explanation"]["similar"]) == 5
+
+
+def test_explained_and_plain_requests_share_a_model_call(client: TestClient) -> None:
+    """Only the request that asked is explained; both are priced by one model call."""
+    import asyncio
+
+    from price_alchemy.serving.batching import MicroBatcher
+
+    store = client.app.state.serving.store  # type: ignore[attr-defined]
+    calls: list[int] = []
+    listing = {c: LISTING[c] for c in FEATURE_COLUMNS}
+
+    async def both() -> tuple[Any, Any]:
+        batcher = MicroBatcher(store, max_rows=10, window_s=0.05, on_batch=calls.append)
+        batcher.start()
+        try:
+            return await asyncio.gather(batcher.predict([listing]), batcher.predict([listing], explain=True))
+        finally:
+            await batcher.stop()
+
+    plain, explained = asyncio.run(both())
+    assert calls == [2]
+    assert plain.explanations is None and explained.explanations is not None
+    assert plain.prices.tolist() == explained.prices.tolist()
+    assert len(explained.explanations) == 1 and explained.explanations[0].up

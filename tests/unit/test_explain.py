@@ -75,11 +75,12 @@ def _log_prediction(pipeline: Any, X: Any) -> np.ndarray:
 def test_the_linear_part_adds_up_exactly(models: dict[str, Any], queries: pd.DataFrame, family: str) -> None:
     pipeline = models[family]
     explainer = Explainer(pipeline)
-    X, rows = explainer.featurize(queries)
+    cleaned, X = explainer.featurize(queries)
+    rows = explainer.labels(queries, cleaned, X)
     estimator = pipeline.named_steps["model"].estimator_
     linear = estimator if family == "ridge" else estimator.base_
     (_, codes), (_, ridge) = linear.steps
-    found = _linear(codes, ridge, X, explainer.layout, rows)
+    found = _linear(codes, ridge, codes.transform(X), explainer.layout, rows)
     totals = np.array([a.total for a in found])
     np.testing.assert_allclose(totals, np.asarray(linear.predict(X), dtype=np.float64), rtol=0, atol=2e-6)
     assert all(a.baseline == pytest.approx(float(ridge.intercept_)) for a in found)
@@ -100,6 +101,18 @@ def test_baseline_and_effects_add_up_to_the_prediction(
     np.testing.assert_allclose([a.total for a in found], _log_prediction(pipeline, X), rtol=0, atol=1e-4)
     served = pipeline.predict(queries)
     np.testing.assert_allclose(np.expm1(np.clip([a.total for a in found], 0, None)), served, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["ridge", "stack", "blend"])
+def test_prices_from_the_shared_featurization_are_the_pipeline_s(
+    models: dict[str, Any], queries: pd.DataFrame, family: str
+) -> None:
+    """The API prices a batch and explains some of its rows from one featurization."""
+    explainer = Explainer(models[family])
+    prices, found = explainer.price_and_explain(queries, [3, 0])
+    np.testing.assert_array_equal(prices, models[family].predict(queries))
+    alone = explainer.explain(queries.iloc[[3, 0]])
+    assert [(e.log_price, e.up, e.down) for e in found] == [(e.log_price, e.up, e.down) for e in alone]
 
 
 def test_a_listing_s_own_shipping_moves_its_effect(models: dict[str, Any], queries: pd.DataFrame) -> None:
