@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from price_alchemy.errors import ConfigError
 
-Family = Literal["ridge", "lightgbm", "stack"]
+Family = Literal["ridge", "lightgbm", "stack", "mlp", "stack_mlp"]
 
 
 class _Strict(BaseModel):
@@ -84,20 +85,53 @@ class StackSpace(_Strict):
     knn_max_reference: int = Field(10_000, ge=10)
 
 
+class MLPSpace(_Strict):
+    """Search space and fixed sizes of the MLP family (see mlp.SparseMLPRegressor) and of stack_mlp."""
+
+    hidden_units: tuple[int, int] = (64, 256)
+    learning_rate: tuple[float, float] = (0.002, 0.01)
+    alpha: tuple[float, float] = (1e-6, 1e-4)
+    epochs: tuple[int, int] = (2, 4)
+    n_models: int = Field(4, ge=1)
+    batch_size: int = Field(64, ge=1)
+    max_columns: int = Field(50_000, ge=100)
+    # stack_mlp: the stack's share of the average (the MLPs get the rest).
+    stack_weight: float = Field(0.5, ge=0, le=1)
+
+
+Backend = Literal["local", "spark"]
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
 class TuningParams(_Strict):
     max_evals: int = Field(24, ge=1)
     timeout_s: float = Field(150.0, gt=0)
     seed: int = 42
+    # Where trials run: "local" (this process, one after another) or "spark" (Hyperopt's SparkTrials,
+    # one Spark task per trial, on the Spark master the environment configures; docs/spark-tuning.md).
+    backend: Backend = "local"
+    # Trials running at once on Spark (None: this machine's cores); also the slots of the default
+    # local[N] master when no master is configured.
+    spark_parallelism: int | None = Field(None, ge=1, le=128)
     families: tuple[Family, ...] = ("stack",)
     ridge: RidgeSpace = RidgeSpace()
     lightgbm: LightGBMSpace = LightGBMSpace()
     stack: StackSpace = StackSpace()
+    mlp: MLPSpace = MLPSpace()
 
     @model_validator(mode="after")
     def _families_not_empty(self) -> TuningParams:
         if not self.families:
             raise ValueError("tuning.families must name at least one model family")
         return self
+
+    @property
+    def parallelism(self) -> int:
+        """Trials at once on Spark: ``spark_parallelism``, else this machine's cores."""
+        return self.spark_parallelism or _cores()
 
 
 class PromotionParams(_Strict):

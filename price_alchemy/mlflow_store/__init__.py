@@ -50,6 +50,7 @@ from price_alchemy.mlflow_store.registry import (
 )
 from price_alchemy.mlflow_store.tracking import (
     DatasetRef,
+    RunTarget,
     active_run_id,
     client,
     configure,
@@ -81,6 +82,7 @@ from price_alchemy.mlflow_store.tracking import (
 __all__ = [
     "DatasetRef",
     "MlflowException",
+    "RunTarget",
     "VersionInfo",
     "active_run_id",
     "alias_version",

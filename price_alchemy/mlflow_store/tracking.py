@@ -51,9 +51,13 @@ def serving_defaults() -> None:
 
 def client(settings: Settings) -> MlflowClient:
     """A client for the configured tracking store and registry (the only place one is built)."""
-    _client_defaults()
     uri = settings.tracking_uri
-    return MlflowClient(tracking_uri=uri, registry_uri=settings.mlflow_registry_uri or uri)
+    return _client_for(uri, settings.mlflow_registry_uri or uri)
+
+
+def _client_for(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
+    _client_defaults()
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
 
 
 def configure(settings: Settings) -> str:
@@ -110,6 +114,40 @@ def run(
 def active_run_id() -> str | None:
     active = mlflow.active_run()
     return None if active is None else str(active.info.run_id)
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """Where runs opened in another process (a Spark task) log: the store, the experiment and the
+    parent run, captured on the driver and passed to the worker (which has none of that state)."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str | None
+
+    @classmethod
+    def current(cls) -> RunTarget:
+        """This process's store and experiment, and its active run as the parent (if any)."""
+        active = mlflow.active_run()
+        if active is not None:
+            experiment_id, parent = str(active.info.experiment_id), str(active.info.run_id)
+        else:  # what a nested=True run would use here: the experiment set by configure()
+            experiment_id, parent = str(mlflow.tracking.fluent._get_experiment_id() or "0"), None
+        return cls(mlflow.get_tracking_uri(), experiment_id, parent)
+
+    @contextmanager
+    def child_run(self, run_name: str) -> Iterator[str]:
+        """Open a run under the parent in this (worker) process; yields its id. Fluent logging inside
+        goes to it, as within :func:`run`."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=run_name, parent_run_id=self.parent_run_id
+        ) as active:
+            yield str(active.info.run_id)
+
+    def rename(self, run_id: str, run_name: str) -> None:
+        """Give a finished run its name (trial numbers are known on the driver only)."""
+        _client_for(self.tracking_uri).update_run(run_id, name=run_name)
 
 
 log_params = mlflow.log_params

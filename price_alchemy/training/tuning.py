@@ -2,6 +2,7 @@
 
 The featurizer is fitted once on the training split and its output reused by every trial, so a
 trial costs only an estimator fit. Each trial is a nested MLflow run under the active parent run.
+Trials run here one after another, or as Spark tasks (``tuning.backend: spark``, :mod:`.spark_tuning`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, space_eval, tpe
+from hyperopt.exceptions import AllTrialsFailed
 
 from price_alchemy import mlflow_store
 from price_alchemy.params import TuningParams
@@ -57,6 +59,52 @@ class TuningResult:
 
 
 TrialCallback = Callable[[TrialRecord], None]
+#: What every trial fits and scores on: X_train, y_train_log, X_valid, y_valid_log.
+TrialData = tuple[Any, np.ndarray, Any, np.ndarray]
+
+
+def fit_trial(
+    record: TrialRecord,
+    config: dict[str, Any],
+    data: TrialData,
+    *,
+    seed: int,
+    n_jobs: int,
+) -> tuple[Any, np.ndarray | None]:
+    """Fit and score one configuration inside its (already open) MLflow run; fills ``record``.
+
+    Returns the fitted estimator and its clipped validation predictions (log), or ``(None, None)``
+    when the fit failed: the error goes to ``record.error`` and the run's ``error`` tag, since a
+    bad corner of the space must not end the search. Shared by the local and the Spark search.
+    """
+    X_train, y_train_log, X_valid, y_valid_log = data
+    started = time.perf_counter()
+    mlflow_store.log_params(record.params)
+    estimator: Any = None
+    valid_log_pred: np.ndarray | None = None
+    try:
+        estimator = make_estimator(config, seed=seed, n_jobs=n_jobs).fit(X_train, y_train_log)
+        valid_log_pred = np.clip(estimator.predict(X_valid), 0.0, None)
+        record.valid_rmsle = rmse(y_valid_log, valid_log_pred)
+    except Exception as exc:
+        record.error = f"{type(exc).__name__}: {exc}"
+        log.warning("trial %d (%s) failed: %s", record.number, record.family, record.error)
+        mlflow_store.set_tag("error", record.error[:500])
+        estimator, valid_log_pred = None, None
+    record.seconds = time.perf_counter() - started
+    mlflow_store.log_metric("fit_seconds", record.seconds)
+    if record.valid_rmsle is not None:
+        mlflow_store.log_metric("valid_rmsle", record.valid_rmsle)
+    return estimator, valid_log_pred
+
+
+def trial_run_name(number: int, family: str) -> str:
+    return f"trial-{number:03d}-{family}"
+
+
+def startup_trials(params: TuningParams) -> int:
+    """Random trials before TPE models the results (the same on both backends)."""
+    return max(3, min(10, params.max_evals // 3))
 
 
 def tune(
@@ -72,50 +120,45 @@ def tune(
     """Run TPE for ``params.max_evals`` trials or ``params.timeout_s`` seconds, whichever ends first.
 
     Failed trials are recorded (and logged to MLflow) with their error instead of aborting the search.
+    With ``params.backend == "spark"`` the trials run as Spark tasks (:mod:`.spark_tuning`), with the
+    same result: trial records, nested runs, the best fitted estimator of each family.
     """
+    data: TrialData = (X_train, y_train_log, X_valid, y_valid_log)
+    if params.backend == "spark":
+        from price_alchemy.training.spark_tuning import tune_on_spark
+
+        return tune_on_spark(data, params, on_trial=on_trial, n_jobs=n_jobs)
     result = TuningResult()
 
     def objective(config: dict[str, Any]) -> dict[str, Any]:
         number = len(result.trials) + 1
         family = config["family"]
-        started = time.perf_counter()
         record = TrialRecord(number, family, describe(config), None, 0.0)
-        with mlflow_store.run(run_name=f"trial-{number:03d}-{family}", nested=True):
-            mlflow_store.log_params(record.params)
-            try:
-                estimator = make_estimator(config, seed=params.seed, n_jobs=n_jobs).fit(X_train, y_train_log)
-                valid_log_pred = np.clip(estimator.predict(X_valid), 0.0, None)
-                record.valid_rmsle = rmse(y_valid_log, valid_log_pred)
-            except Exception as exc:  # a bad corner of the space must not end the search
-                record.error = f"{type(exc).__name__}: {exc}"
-                log.warning("trial %d (%s) failed: %s", number, family, record.error)
-                mlflow_store.set_tag("error", record.error[:500])
-            record.seconds = time.perf_counter() - started
-            mlflow_store.log_metric("fit_seconds", record.seconds)
-            if record.valid_rmsle is not None:
-                mlflow_store.log_metric("valid_rmsle", record.valid_rmsle)
+        with mlflow_store.run(run_name=trial_run_name(number, family), nested=True):
+            estimator, valid_log_pred = fit_trial(record, config, data, seed=params.seed, n_jobs=n_jobs)
         result.trials.append(record)
         if on_trial is not None:
             on_trial(record)
-        if record.valid_rmsle is None:
+        if record.valid_rmsle is None or valid_log_pred is None:
             return {"status": STATUS_FAIL}
         best = result.best.get(family)
         if best is None or record.valid_rmsle < best.valid_rmsle:
             result.best[family] = FamilyBest(config, estimator, valid_log_pred, record.valid_rmsle)
         return {"status": STATUS_OK, "loss": record.valid_rmsle}
 
-    space = search_space(params)
-    startup = max(3, min(10, params.max_evals // 3))
-    fmin(
-        objective,
-        space,
-        algo=partial(tpe.suggest, n_startup_jobs=startup),
-        max_evals=params.max_evals,
-        timeout=params.timeout_s,
-        trials=Trials(),
-        rstate=np.random.default_rng(params.seed),
-        show_progressbar=False,
-    )
+    try:
+        fmin(
+            objective,
+            search_space(params),
+            algo=partial(tpe.suggest, n_startup_jobs=startup_trials(params)),
+            max_evals=params.max_evals,
+            timeout=params.timeout_s,
+            trials=Trials(),
+            rstate=np.random.default_rng(params.seed),
+            show_progressbar=False,
+        )
+    except AllTrialsFailed:  # every trial is recorded with its error; the caller decides
+        log.warning("every one of %d tuning trials failed", len(result.trials))
     log.info(
         "tuning done: %d trials, best per family: %s",
         len(result.trials),
@@ -142,4 +185,13 @@ def blend_weights(valid_log_preds: dict[str, np.ndarray], y_valid_log: np.ndarra
     return {n: float(wt / total) for n, wt in zip(names, weights, strict=True)}
 
 
-__all__ = ["FamilyBest", "TrialRecord", "TuningResult", "blend_weights", "space_eval", "tune"]
+__all__ = [
+    "FamilyBest",
+    "TrialData",
+    "TrialRecord",
+    "TuningResult",
+    "blend_weights",
+    "fit_trial",
+    "space_eval",
+    "tune",
+]
