@@ -27,6 +27,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "price_alchemy.features.CompactTfidfVectorizer",
     "price_alchemy.features._scale",
     "price_alchemy.features.clean_listings",
+    "price_alchemy.mlp.SparseMLPRegressor",
 )
 
 
