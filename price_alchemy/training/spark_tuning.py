@@ -113,6 +113,14 @@ class SparkObjective:
         return out
 
 
+def shipped_objective(
+    context: Any, data: TrialData, target: mlflow_store.RunTarget, seed: int, n_jobs: int
+) -> SparkObjective:
+    """The objective SparkTrials ships with each trial: the data broadcast once through ``context``
+    (each executor fetches it on its first trial), only the broadcast's handle in the objective."""
+    return SparkObjective(context.broadcast(data), target, seed, n_jobs)
+
+
 def _require_pyspark() -> None:
     try:
         import pyspark  # noqa: F401
@@ -190,15 +198,14 @@ def _search(
 ) -> TuningResult:
     context = session.sparkContext
     task_jobs = int(context.getConf().get("spark.task.cpus", "1") or 1)  # threads a trial may use
-    target = mlflow_store.RunTarget.current()
-    shared = context.broadcast(data)
+    objective = shipped_objective(context, data, mlflow_store.RunTarget.current(), params.seed, task_jobs)
     result = TuningResult()
     configs: dict[int, dict[str, Any]] = {}
 
     def report(trial: dict[str, Any]) -> None:
         record, run_id, config = _record(trial, params)
         if run_id is not None:
-            target.rename(run_id, trial_run_name(record.number, record.family))
+            objective.target.rename(run_id, trial_run_name(record.number, record.family))
         if config is not None:
             configs[record.number] = config
         result.trials.append(record)
@@ -210,7 +217,7 @@ def _search(
     failure: Exception | None = None
     try:
         fmin(
-            SparkObjective(shared, target, params.seed, task_jobs),
+            objective,
             search_space(params),
             algo=partial(tpe.suggest, n_startup_jobs=startup_trials(params)),
             max_evals=params.max_evals,
@@ -225,7 +232,7 @@ def _search(
         failure = exc
     finally:
         trials.report_remaining()
-        shared.unpersist()
+        objective.shared.unpersist()
     if failure is not None:
         if not result.trials or any(r.valid_rmsle is not None for r in result.trials):
             raise failure
