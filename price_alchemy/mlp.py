@@ -89,6 +89,29 @@ class _Adam:
                 param -= update
 
 
+def _gradients(
+    layers: list[np.ndarray], batch: sp.csr_matrix, target: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Gradients of the batch's mean squared error, the first layer's on the batch's columns only.
+
+    Returns the gradients (``grads[0]`` has one row per entry of ``rows``) and ``rows``, the
+    sorted columns the batch uses.
+    """
+    # The batch's columns, renumbered 0..k-1: the first layer's gradient has k rows.
+    rows, local = np.unique(batch.indices, return_inverse=True)
+    compact = sp.csr_matrix((batch.data, local.ravel(), batch.indptr), shape=(batch.shape[0], len(rows)))
+    outputs = _forward(layers, batch)
+    delta = (outputs[-1][:, 0] - target)[:, None] * (2.0 / batch.shape[0])
+    grads: list[np.ndarray] = [np.empty(0)] * len(layers)
+    for k in range(len(layers) - 2, 0, -2):
+        grads[k] = outputs[k // 2 - 1].T @ delta
+        grads[k + 1] = delta.sum(axis=0)
+        delta = (delta @ layers[k].T) * (outputs[k // 2 - 1] > 0)
+    grads[0] = np.asarray(compact.T @ delta, dtype=layers[0].dtype)
+    grads[1] = delta.sum(axis=0)
+    return grads, rows
+
+
 def _train_member(
     X: sp.csr_matrix, target: np.ndarray, layers: list[np.ndarray], rng: np.random.Generator, est: Any
 ) -> None:
@@ -98,23 +121,8 @@ def _train_member(
         size = int(min(n, est.batch_size * 2**epoch))
         order = rng.permutation(n)
         for start in range(0, n, size):
-            batch = X[order[start : start + size]]
-            # The batch's columns, renumbered 0..k-1: the first layer's gradient has k rows.
-            rows, local = np.unique(batch.indices, return_inverse=True)
-            compact = sp.csr_matrix(
-                (batch.data, local.ravel(), batch.indptr), shape=(batch.shape[0], len(rows))
-            )
-            outputs = _forward(layers, batch)
-            delta = (outputs[-1][:, 0] - target[order[start : start + size]])[:, None] * (
-                2.0 / batch.shape[0]
-            )
-            grads: list[np.ndarray] = [np.empty(0)] * len(layers)
-            for k in range(len(layers) - 2, 0, -2):
-                grads[k] = outputs[k // 2 - 1].T @ delta
-                grads[k + 1] = delta.sum(axis=0)
-                delta = (delta @ layers[k].T) * (outputs[k // 2 - 1] > 0)
-            grads[0] = np.asarray(compact.T @ delta, dtype=np.float32)
-            grads[1] = delta.sum(axis=0)
+            picked = order[start : start + size]
+            grads, rows = _gradients(layers, X[picked], target[picked])
             adam.step(layers, grads, rows)
 
 

@@ -86,7 +86,7 @@ class StackSpace(_Strict):
 
 
 class MLPSpace(_Strict):
-    """Search space and fixed sizes of the MLP family (see mlp.SparseMLPRegressor) and of stack_mlp."""
+    """Search space and fixed sizes of the MLP family (see mlp.SparseMLPRegressor)."""
 
     hidden_units: tuple[int, int] = (64, 256)
     learning_rate: tuple[float, float] = (0.002, 0.01)
@@ -95,8 +95,21 @@ class MLPSpace(_Strict):
     n_models: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=1)
     max_columns: int = Field(50_000, ge=100)
-    # stack_mlp: the stack's share of the average (the MLPs get the rest).
-    stack_weight: float = Field(0.5, ge=0, le=1)
+
+
+class StackMLPSpace(_Strict):
+    """stack_mlp: the stack (its space is ``tuning.stack``) averaged with MLPs of fixed sizes.
+
+    The MLPs are not tuned: on a small validation split a search over them picks noise, and each
+    trial would refit them. ``batch_size`` and ``max_columns`` come from ``tuning.mlp``.
+    """
+
+    stack_weight: float = Field(0.5, ge=0, le=1)  # the stack's share; the MLPs get the rest
+    hidden_units: int = Field(128, ge=1)
+    learning_rate: float = Field(0.003, gt=0)
+    alpha: float = Field(1e-5, ge=0)
+    epochs: int = Field(3, ge=1)
+    n_models: int = Field(2, ge=1)
 
 
 Backend = Literal["local", "spark"]
@@ -121,6 +134,7 @@ class TuningParams(_Strict):
     lightgbm: LightGBMSpace = LightGBMSpace()
     stack: StackSpace = StackSpace()
     mlp: MLPSpace = MLPSpace()
+    stack_mlp: StackMLPSpace = StackMLPSpace()
 
     @model_validator(mode="after")
     def _families_not_empty(self) -> TuningParams:

@@ -72,8 +72,10 @@ def search_space(params: TuningParams) -> Any:
         "stack_mlp": {
             "family": "stack_mlp",
             **_stack_space("stack_mlp", params),
-            **{f"mlp_{k}": v for k, v in _mlp_space("stack_mlp.mlp", params).items()},
-            "stack_weight": params.mlp.stack_weight,
+            **{f"mlp_{k}": v for k, v in params.stack_mlp.model_dump().items() if k != "stack_weight"},
+            "mlp_batch_size": params.mlp.batch_size,
+            "mlp_max_columns": params.mlp.max_columns,
+            "stack_weight": params.stack_mlp.stack_weight,
         },
     }
     return hp.choice("family", [options[name] for name in params.families])

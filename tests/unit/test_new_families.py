@@ -16,7 +16,7 @@ from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.errors import ModelRefusedError
 from price_alchemy.estimators import LogPriceRegressor, WeightedBlend
 from price_alchemy.features import CODE_COLUMNS, build_featurizer, build_pipeline
-from price_alchemy.mlp import SparseMLPRegressor
+from price_alchemy.mlp import SparseMLPRegressor, _forward, _gradients, _init_layers
 from price_alchemy.params import FeatureParams, TuningParams, load_params
 from price_alchemy.schema import FEATURE_COLUMNS
 from price_alchemy.training.families import describe, make_estimator, search_space
@@ -118,8 +118,6 @@ def test_first_layer_rows_of_unused_columns_keep_their_initial_weights() -> None
 
 
 def _initial_first_layer(mlp: SparseMLPRegressor, kept: list[int], column: int) -> np.ndarray:
-    from price_alchemy.mlp import _init_layers
-
     sizes = [len(kept), mlp.hidden_units, 64, 64, 1]
     return _init_layers(np.random.default_rng(mlp.seed), sizes)[0][kept.index(column)]
 
@@ -182,9 +180,12 @@ def test_the_search_space_of_the_new_families_builds_estimators(family: str) -> 
     params = TuningParams(families=(family,))
     config = sample(search_space(params), rng=np.random.default_rng(1))
     assert config["family"] == family
-    low, high = params.mlp.hidden_units
-    hidden = config["hidden_units"] if family == "mlp" else config["mlp_hidden_units"]
-    assert low <= hidden <= high
+    if family == "mlp":
+        low, high = params.mlp.hidden_units
+        assert low <= config["hidden_units"] <= high
+    else:  # the MLPs of stack_mlp are not tuned: their sizes are the fixed ones
+        assert config["mlp_hidden_units"] == params.stack_mlp.hidden_units
+        assert config["mlp_n_models"] == params.stack_mlp.n_models
     estimator = make_estimator(config)
     assert isinstance(estimator, SparseMLPRegressor if family == "mlp" else WeightedBlend)
     assert all(key.startswith(f"{family}.") for key in describe(config) if key != "family")
@@ -193,4 +194,33 @@ def test_the_search_space_of_the_new_families_builds_estimators(family: str) -> 
 def test_the_packaged_parameters_keep_the_stack_as_the_default_family() -> None:
     params = load_params()
     assert params.tuning.families == ("stack",)
-    assert params.tuning.mlp.n_models == 4 and params.tuning.mlp.stack_weight == 0.5
+    assert params.tuning.mlp.n_models == 4
+    assert params.tuning.stack_mlp.stack_weight == 0.5 and params.tuning.stack_mlp.n_models == 2
+
+
+def test_the_gradients_match_finite_differences() -> None:
+    """Backpropagation, the first layer on the batch's columns only, against numerical derivatives."""
+    rng = np.random.default_rng(2)
+    X = sp.random(12, 30, density=0.2, format="csr", random_state=3, dtype=np.float64)
+    X.sort_indices()
+    target = rng.normal(size=12)
+    layers = [a.astype(np.float64) for a in _init_layers(rng, [30, 6, 64, 64, 1])]
+    layers[1] += 0.1  # biases off zero: every relu of the first layer in its linear part or not
+
+    def loss() -> float:
+        return float(np.mean((_forward(layers, X)[-1][:, 0] - target) ** 2))
+
+    grads, rows = _gradients(layers, X, target)
+    np.testing.assert_array_equal(rows, np.unique(X.indices))
+    step = 1e-6
+    for k, index in [(0, (1, 2)), (1, (3,)), (2, (4, 5)), (4, (0, 7)), (6, (9, 0)), (7, (0,))]:
+        if k == 0:
+            index = (int(rows[index[0]]), index[1])  # a used column, in full-matrix coordinates
+        saved = layers[k][index]
+        layers[k][index] = saved + step
+        up = loss()
+        layers[k][index] = saved - step
+        down = loss()
+        layers[k][index] = saved
+        analytic = grads[k][(index[0] if k else int(np.searchsorted(rows, index[0])), *index[1:])]
+        np.testing.assert_allclose(analytic, (up - down) / (2 * step), rtol=1e-4, atol=1e-8)
