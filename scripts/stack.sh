@@ -54,10 +54,20 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # --- processes ------------------------------------------------------------------------------
 
+running() { # PID: alive and not a zombie (a leader whose parent exited may stay unreaped)
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  case $state in Z* | "") return 1 ;; esac
+}
+
+group_running() { # PGID: some process of the group is alive and not a zombie
+  ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
+
 alive() { # NAME -> the pid of a running process of ours
   local pid
   pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [ -n "$pid" ] && running "$pid" && echo "$pid"
 }
 
 tree_mem_kb() { # PID -> "RSS PSS" (kB) of the process and all its descendants; PSS shares out
@@ -120,10 +130,10 @@ stop_group() { # NAME: TERM its process group, KILL after 30 s
   }
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 60); do
-    kill -0 -- "-$pid" 2>/dev/null || break
+    group_running "$pid" || break
     sleep 0.5
   done
-  kill -KILL -- "-$pid" 2>/dev/null || true
+  if group_running "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
   rm -f "$RUN/$1.pid"
   say "stopped $1 (process group $pid)"
 }
@@ -142,7 +152,7 @@ as_pg() { # run a Postgres server binary as the postgres user when we are root (
 
 pg_pid() { [ -f "$PGDATA/postmaster.pid" ] && head -n 1 "$PGDATA/postmaster.pid"; }
 
-pg_running() { local pid; pid=$(pg_pid) && kill -0 "$pid" 2>/dev/null; }
+pg_running() { local pid; pid=$(pg_pid) && running "$pid"; }
 
 ensure_postgres_installed() {
   pg_bin >/dev/null && return 0
@@ -448,7 +458,7 @@ print(c.get("status", "unknown") + (" (heartbeat " + beat[11:19] + ")" if beat e
     show "airflow-${part/_/-}" "$pid" - "$(if [ -n "$pid" ]; then component "$part"; else echo not running; fi)"
   done
   es_pid=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["pid"])' "$STACK_DIR/elasticsearch/node.json" 2>/dev/null || true)
-  if [ -n "$es_pid" ] && ! kill -0 "$es_pid" 2>/dev/null; then es_pid=""; fi
+  if [ -n "$es_pid" ] && ! running "$es_pid"; then es_pid=""; fi
   health=$(http_health "$es_pid" "http://127.0.0.1:$STACK_ELASTICSEARCH_PORT/_cluster/health")
   if [ "$health" = healthy ]; then
     health="healthy ($(curl -fs --max-time 3 "http://127.0.0.1:$STACK_ELASTICSEARCH_PORT/_cluster/health" |

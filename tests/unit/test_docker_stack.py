@@ -675,3 +675,133 @@ def test_mlflow_setup_explains_a_changed_admin_password(compose: dict[str, Any],
     proc, received, _ = _run_setup("mlflow.sh", service_env, refuse, tmp_path, "MLFLOW_URL")
     assert proc.returncode != 0 and "only on its first start" in proc.stderr
     assert all(r["method"] == "GET" for r in received)
+
+
+# --- the same topology as local processes (scripts/stack.sh): one source of settings -----------
+
+
+def _stack_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """scripts/stack/settings.py, loaded as stack.sh runs it (state under ``tmp_path``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "stack_settings", ROOT / "scripts" / "stack" / "settings.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in list(os.environ):
+        if name.startswith(("STACK_", "AIRFLOW", "MLFLOW_", "PRICE_ALCHEMY_")) or REFERENCE.search(
+            f"${{{name}}}"
+        ):
+            if name in {"PATH", "HOME"}:
+                continue
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STACK_DIR", str(tmp_path / "stack"))
+    for var, port in (
+        ("STACK_POSTGRES_PORT", 15432),
+        ("STACK_MLFLOW_PORT", 15000),
+        ("STACK_AIRFLOW_PORT", 18080),
+    ):
+        monkeypatch.setenv(var, str(port))
+    module.write_secrets(tmp_path / "stack" / "secrets.env")
+    return module
+
+
+def test_the_local_stack_reads_every_setting_from_the_compose_file(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = _stack_settings(monkeypatch, tmp_path)
+    secrets = settings.read_secrets(tmp_path / "stack" / "secrets.env")
+    hosts = {"postgres", "mlflow", "airflow-apiserver", "elasticsearch", "logstash"}
+    for service in settings.LOCAL_SERVICES:
+        raw = {k: str(v) for k, v in (compose["services"][service].get("environment") or {}).items()}
+        local = settings.environment(service)
+        dropped = {k for k, v in settings.LOCAL_ENV.get(service, {}).items() if v is None}
+        own = set(settings.image_env(service))
+        # the same names: the compose ones, minus what cannot exist here, plus the image's own
+        assert set(local) == (set(raw) - dropped) | own, service
+        assert not own & set(raw), f"{service}: the image settings would shadow compose's"
+        for name, value in raw.items():
+            if name in dropped or name in settings.LOCAL_ENV.get(service, {}):
+                continue
+            expected = REFERENCE.sub(
+                lambda m: secrets[m.group(1)] if m.group(2) == ":?" else (m.group(3) or ""), value
+            )
+            if not any(host in expected for host in hosts) and not expected.startswith("/"):
+                assert local[name] == expected, f"{service}: {name} differs from the compose file"
+            else:  # a compose host name or a container path: rewritten to this machine
+                assert not any(f"//{h}" in local[name] or f"@{h}/" in local[name] for h in hosts), local[name]
+    # the accounts are the compose file's x-accounts, not copies
+    accounts = compose["x-accounts"]
+    assert settings.environment("airflow-scheduler")["MLFLOW_TRACKING_USERNAME"] == accounts["mlflow-airflow"]
+    assert settings.environment("api")["MLFLOW_TRACKING_USERNAME"] == accounts["mlflow-api"]
+    script = (ROOT / "scripts" / "stack.sh").read_text() + (
+        ROOT / "scripts" / "stack" / "settings.py"
+    ).read_text()
+    for name in accounts.values():
+        assert name not in script, (
+            f"{name} is written out in the stack scripts: read it from the compose file"
+        )
+    # the same one-shot jobs as the compose stack, run against the local processes
+    assert "docker/postgres/init-mlflow-db.sh" in script
+    assert settings.command("mlflow-setup")[-1] == str(SETUP / "mlflow.sh")
+
+
+def test_the_local_stack_listens_on_loopback_only_and_logs_in_everywhere(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = _stack_settings(monkeypatch, tmp_path)
+    mlflow = settings.command("mlflow")
+    assert _flag(mlflow, "--host") == "127.0.0.1" and _flag(mlflow, "--port") == "15000"
+    assert _flag(mlflow, "--app-name") == "basic-auth"
+    assert _flag(mlflow, "--backend-store-uri") == "postgresql+psycopg2://mlflow@127.0.0.1:15432/mlflow"
+    assert _flag(mlflow, "--allowed-hosts") == "127.0.0.1:15000,localhost:15000"
+    assert "--serve-artifacts" in mlflow
+    api_server = settings.command("airflow-apiserver")
+    assert _flag(api_server, "--host") == "127.0.0.1" and _flag(api_server, "--port") == "18080"
+    for service in ("airflow-scheduler", "airflow-triggerer"):  # no log server on every interface
+        assert "--skip-serve-logs" in settings.command(service)
+    serve = settings.command("api")
+    assert serve[:2] == ["price-alchemy", "serve"] and _flag(serve, "--host") == "127.0.0.1"
+    env = settings.environment("api")
+    assert env["PRICE_ALCHEMY_API_KEY"] and env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"
+    assert (
+        "@127.0.0.1:15432/airflow"
+        in settings.environment("airflow-scheduler")["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    )
+    assert settings.environment("airflow-apiserver")["AIRFLOW__API__HOST"] == "127.0.0.1"
+    ini = settings.auth_ini()
+    assert "database_uri = postgresql+psycopg2://mlflow@127.0.0.1:15432/mlflow" in ini
+    assert not _literal_secrets(ini)
+
+
+def test_the_local_stack_generates_its_secrets_once_into_a_private_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = _stack_settings(monkeypatch, tmp_path)
+    path = tmp_path / "stack" / "secrets.env"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = settings.read_secrets(path)
+    # every secret the local services reference, under docker/.env's names, plus the Airflow admin's
+    assert set(first) == set(settings.secret_names())
+    assert set(first) - set(settings.EXTRA_SECRETS) <= set(_example_env())
+    assert {
+        "AIRFLOW_DB_PASSWORD",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_API_PASSWORD",
+        "PRICE_ALCHEMY_API_KEY",
+    } <= set(first)
+    assert all(len(value) >= 12 for value in first.values()), "MLflow refuses passwords under 12 characters"
+    assert len(set(first.values())) == len(first), "a secret is reused"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(line for line in lines if not line.startswith("MLFLOW_API_PASSWORD=")) + "\n")
+    settings.write_secrets(path)
+    again = settings.read_secrets(path)
+    assert {k: v for k, v in again.items() if k != "MLFLOW_API_PASSWORD"} == {
+        k: v for k, v in first.items() if k != "MLFLOW_API_PASSWORD"
+    }, "existing secrets must be kept"
+    assert again["MLFLOW_API_PASSWORD"] and again["MLFLOW_API_PASSWORD"] != first["MLFLOW_API_PASSWORD"]
+    path.unlink()
+    with pytest.raises(SystemExit, match="the secret PRICE_ALCHEMY_API_KEY is missing"):
+        settings.environment("api")
