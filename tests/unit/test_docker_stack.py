@@ -690,12 +690,9 @@ def _stack_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for name in list(os.environ):
-        if name.startswith(("STACK_", "AIRFLOW", "MLFLOW_", "PRICE_ALCHEMY_")) or REFERENCE.search(
-            f"${{{name}}}"
-        ):
-            if name in {"PATH", "HOME"}:
-                continue
+    referenced = {m.group(1) for m in REFERENCE.finditer((DOCKER / "docker-compose.yml").read_text())}
+    for name in list(os.environ):  # the compose defaults, not this shell's values
+        if name.startswith(("STACK_", "AIRFLOW", "MLFLOW_", "PRICE_ALCHEMY_")) or name in referenced:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STACK_DIR", str(tmp_path / "stack"))
     for var, port in (
