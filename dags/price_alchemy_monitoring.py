@@ -79,7 +79,9 @@ def price_alchemy_monitoring() -> None:
     trigger = TriggerDagRunOperator(
         task_id="trigger_training",
         trigger_dag_id=TRAINING_DAG,
-        trigger_run_id="drift_retrain__{{ ds }}",
+        # Keyed by the day the drifted window ends (from the verdict, not the logical date: a run
+        # triggered from the UI or REST without one has no `ds`): one retraining per day of drift.
+        trigger_run_id="drift_retrain__{{ ti.xcom_pull(task_ids='check_drift')['window_end'][:10] }}",
         conf=RETRAIN_CONF,
         skip_when_already_exists=True,
         wait_for_completion=False,

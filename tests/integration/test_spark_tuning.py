@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -224,3 +226,21 @@ def test_a_session_started_here_is_local_on_loopback_without_a_web_ui(spark: Any
     assert listening and all(_loopback(ip) for ip in listening), listening
     rss = sum(p.memory_info().rss for p in jvms) / 2**20
     print(f"Spark JVM resident memory: {rss:.0f} MiB")
+
+
+def test_a_master_from_spark_s_own_configuration_is_respected(spark: Any, tmp_path: Path) -> None:
+    """PYSPARK_SUBMIT_ARGS (as spark-defaults.conf, MASTER) names the master: no local[N] override.
+
+    In a fresh process, since this one already has its JVM."""
+    script = (
+        "from price_alchemy.training.spark_tuning import spark_session\n"
+        "session, created = spark_session(2)\n"
+        "print('MASTER', session.sparkContext.master, created)\n"
+        "session.stop()\n"
+    )
+    env = {**os.environ, "PYSPARK_SUBMIT_ARGS": "--master local[1] pyspark-shell"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MASTER local[1] True" in done.stdout
