@@ -126,8 +126,8 @@ def _require_pyspark() -> None:
         import pyspark  # noqa: F401
     except ImportError as exc:
         raise ConfigError(
-            "tuning.backend: spark needs the pyspark package (pip install 'pyspark>=4'; Spark 4 runs "
-            f"on Java 17 or 21), which cannot be imported: {exc}"
+            "tuning.backend: spark needs the pyspark package (pip install 'price-alchemy[spark]'; "
+            f"Spark 4 runs on Java 17 or 21), which cannot be imported: {exc}"
         ) from exc
 
 
