@@ -53,5 +53,7 @@ def test_spark_without_pyspark_says_which_package_is_missing(monkeypatch: pytest
     monkeypatch.setitem(sys.modules, "pyspark", None)  # what an environment without pyspark sees
     X = sp.csr_matrix(np.eye(4))
     y = np.ones(4)
-    with pytest.raises(ConfigError, match=r"spark needs the pyspark package \(pip install .price-alchemy\[spark\]."):
+    with pytest.raises(
+        ConfigError, match=r"spark needs the pyspark package \(pip install .price-alchemy\[spark\]."
+    ):
         tune(X, y, X, y, TuningParams(backend="spark", families=("ridge",), max_evals=1))
