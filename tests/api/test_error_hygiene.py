@@ -184,7 +184,7 @@ def test_prediction_failure_is_a_generic_500_with_the_detail_in_the_log(
 
 
 class _ExplodingBatcher:
-    async def predict(self, rows: Any) -> Any:
+    async def predict(self, rows: Any, *, explain: bool = False) -> Any:  # MicroBatcher.predict's signature
         raise RuntimeError(f"connection to {SECRET_HOST}:5432 lost while reading {SECRET_PATH}" + "." * 3000)
 
 
