@@ -150,6 +150,10 @@ def secret_names() -> list[str]:
 
 def write_secrets(path: Path) -> None:
     """Add a random value for every secret ``path`` lacks (created 0600; existing values kept)."""
+    if path.is_symlink():
+        raise SystemExit(f"stack: {path} is a symlink; the secrets file must be a regular file")
+    if path.exists():
+        os.chmod(path, 0o600)  # a copy restored 0644 is closed again, not left readable
     current = read_secrets(path)
     missing = [name for name in secret_names() if not current.get(name)]
     if not missing and path.exists():

@@ -31,6 +31,8 @@ from glob import glob
 from pathlib import Path
 from typing import Any
 
+import psutil
+import psycopg2
 import pytest
 import requests
 from airflow_fixtures import SMALL_PARAMS_YAML
@@ -116,6 +118,24 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def _listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
+    """``(ip, port)`` of every listening TCP socket of these processes and their descendants."""
+    found: set[tuple[str, int]] = set()
+    for pid in pids:
+        try:
+            leader = psutil.Process(pid)
+            processes = [leader, *leader.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            try:
+                sockets = process.net_connections(kind="inet")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            found |= {(c.laddr.ip, c.laddr.port) for c in sockets if c.status == psutil.CONN_LISTEN}
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +309,23 @@ def test_the_whole_mission_on_the_production_topology(stack: Stack) -> None:
         assert any(line.startswith(part + " ") for line in status.stdout.splitlines()), status.stdout
     print(status.stdout)
 
-    # Closed by default: the servers refuse anonymous callers; the API's MLflow user cannot write.
+    # Closed by default: every process up started (and its children) listens on loopback only ...
+    listening = _listening_addresses(stack.pids())
+    assert {port for _ip, port in listening} >= set(stack.ports.values()), listening
+    assert {ip for ip, _port in listening} <= {"127.0.0.1", "::1"}, f"not loopback-only: {listening}"
+    # ... Postgres asks every TCP caller for its password ...
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(
+            host="127.0.0.1", port=stack.ports["postgres"], user="airflow", password="wrong", dbname="airflow"
+        ).close()
+    psycopg2.connect(
+        host="127.0.0.1",
+        port=stack.ports["postgres"],
+        user="airflow",
+        password=stack.secrets["AIRFLOW_DB_PASSWORD"],
+        dbname="airflow",
+    ).close()
+    # ... and the servers refuse anonymous callers; the API's MLflow user cannot write.
     assert requests.get(f"{stack.url('airflow')}/api/v2/dags", timeout=30).status_code == 401
     assert (
         requests.get(

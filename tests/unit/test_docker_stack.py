@@ -799,6 +799,14 @@ def test_the_local_stack_generates_its_secrets_once_into_a_private_file(
         k: v for k, v in first.items() if k != "MLFLOW_API_PASSWORD"
     }, "existing secrets must be kept"
     assert again["MLFLOW_API_PASSWORD"] and again["MLFLOW_API_PASSWORD"] != first["MLFLOW_API_PASSWORD"]
+    path.chmod(0o644)  # complete but readable by others (restored from a backup, say): closed again
+    settings.write_secrets(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert settings.read_secrets(path) == again
+    link = path.with_name("link.env")
+    link.symlink_to(path)
+    with pytest.raises(SystemExit, match="is a symlink"):
+        settings.write_secrets(link)
     path.unlink()
     with pytest.raises(SystemExit, match="the secret PRICE_ALCHEMY_API_KEY is missing"):
         settings.environment("api")
