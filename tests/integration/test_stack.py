@@ -16,6 +16,7 @@ Without Postgres (not installed, and not root to install it) it is skipped, or f
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -291,6 +292,13 @@ def _wait_ready(stack: Stack, version: str, timeout: float = 120.0) -> None:
     pytest.fail(f"the API did not serve v{version} within {timeout:.0f}s: {reply.text}")
 
 
+def _is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, or IPv4-mapped loopback (``::ffff:127.0.0.1``, how the JVM binds 127.0.0.1)."""
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 def test_the_whole_mission_on_the_production_topology(stack: Stack) -> None:
     timings: dict[str, float] = {"stack.sh up": stack.up_seconds}
     status = stack.sh("status")
@@ -312,7 +320,7 @@ def test_the_whole_mission_on_the_production_topology(stack: Stack) -> None:
     # Closed by default: every process up started (and its children) listens on loopback only ...
     listening = _listening_addresses(stack.pids())
     assert {port for _ip, port in listening} >= set(stack.ports.values()), listening
-    assert {ip for ip, _port in listening} <= {"127.0.0.1", "::1"}, f"not loopback-only: {listening}"
+    assert all(_is_loopback(ip) for ip, _port in listening), f"not loopback-only: {listening}"
     # ... Postgres asks every TCP caller for its password ...
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         psycopg2.connect(
