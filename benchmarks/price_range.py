@@ -7,10 +7,11 @@ split's role), every other listing is scored with it. Candidates:
 
 - ``constant``: today's range (``PriceInterval``): the 10% and 90% residual quantiles, the same
   relative width for every listing;
-- ``segments``: normalized split conformal with a difficulty model on segments a listing carries
-  (predicted-price quintile, top-level category, brand known, description missing, condition,
-  shipping): a ridge fit of ``log(|residual| + 0.02)``, cross-fitted in two halves of the
-  calibration rows for the conformity scores, refitted on all of them for the scale;
+- ``adaptive``: what training now stores (``PriceInterval.calibrate`` given the listings):
+  normalized split conformal with a ``ListingScale``, a ridge fit of ``log(|residual| + 0.02)`` on
+  segments a listing carries (predicted-price quintile, top-level category, brand known,
+  description missing, condition, shipping), cross-fitted in two halves of the calibration rows
+  for the conformity scores, refitted on all of them for the scale;
 - ``text``: the same, the difficulty model a ridge on TF-IDF of the listing's text plus the
   predicted log-price (an upper bound on what the text says about difficulty, fitted out of fold
   on all residuals; not a deployable range).
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +38,12 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import cross_val_predict
 
 from price_alchemy.data.files import read_listings
+from price_alchemy.profile import PriceInterval
 from price_alchemy.training.stages import usable_for_training
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mercari" / "train_head_5k.tsv"
 LOW, HIGH = 0.1, 0.9
 MIN_SEGMENT = 200
-Scale = Callable[[pd.DataFrame], np.ndarray]
 
 
 def out_of_fold(listings: pd.DataFrame, folds: int) -> pd.DataFrame:
@@ -55,34 +55,6 @@ def out_of_fold(listings: pd.DataFrame, folds: int) -> pd.DataFrame:
     scored["residual"] = np.log1p(scored["price"].to_numpy()) - scored["log_pred"].to_numpy()
     scored["top_category"] = scored["category_name"].fillna("").str.split("/").str[0].replace("", "unknown")
     return scored
-
-
-def segment_design(frame: pd.DataFrame, edges: np.ndarray, categories: list[str]) -> np.ndarray:
-    price_bin = np.searchsorted(edges, frame["log_pred"].to_numpy())
-    top = frame["top_category"].where(frame["top_category"].isin(categories), "other")
-    description = frame["item_description"].fillna("")
-    columns = [price_bin == k for k in range(len(edges) + 1)]
-    columns += [(top == c).to_numpy() for c in [*categories, "other"]]
-    columns += [
-        frame["brand_name"].fillna("").eq("").to_numpy(),
-        (description.str.len().lt(5) | description.eq("No description yet")).to_numpy(),
-        *[frame["item_condition_id"].eq(k).to_numpy() for k in range(1, 6)],
-        frame["shipping"].eq(1).to_numpy(),
-    ]
-    return np.column_stack(columns).astype(np.float64)
-
-
-def fit_segment_scale(frame: pd.DataFrame, alpha: float = 5.0) -> Scale:
-    edges = np.quantile(frame["log_pred"], [0.2, 0.4, 0.6, 0.8])
-    counts = frame["top_category"].value_counts()
-    categories = [c for c, n in counts.items() if n >= 30]
-    X = segment_design(frame, edges, categories)
-    y = np.log(np.abs(frame["residual"].to_numpy()) + 0.02)
-    centre = X.mean(axis=0)
-    weights = np.linalg.solve(
-        (X - centre).T @ (X - centre) + alpha * np.eye(X.shape[1]), (X - centre).T @ (y - y.mean())
-    )
-    return lambda f: np.exp(y.mean() + (segment_design(f, edges, categories) - centre) @ weights)
 
 
 def text_scale(scored: pd.DataFrame) -> np.ndarray:
@@ -98,19 +70,6 @@ def text_scale(scored: pd.DataFrame) -> np.ndarray:
     X = hstack([X, csr_matrix(np.hstack([log_pred, log_pred**2]))]).tocsr()
     y = np.log(np.abs(scored["residual"].to_numpy()) + 0.02)
     return np.exp(cross_val_predict(Ridge(alpha=10.0), X, y, cv=5))
-
-
-def normalized(
-    calibration: pd.DataFrame, scale_of: Callable[[pd.DataFrame], Scale]
-) -> tuple[Scale, float, float]:
-    """Conformity scores cross-fitted in two halves; the scale refitted on every calibration row."""
-    half = np.arange(len(calibration)) % 2 == 0
-    scores = np.empty(len(calibration))
-    for held in (half, ~half):
-        scale = scale_of(calibration[~held])
-        scores[held] = calibration["residual"].to_numpy()[held] / scale(calibration[held])
-    low, high = np.quantile(scores, [LOW, HIGH])
-    return scale_of(calibration), float(low), float(high)
 
 
 def report(name: str, covered: list[np.ndarray], ratio: list[float], scored: list[pd.DataFrame]) -> None:
@@ -143,7 +102,7 @@ def main() -> int:
     print(f"{len(scored):,} out-of-fold residuals; {args.draws} draws of {args.calibration} calibration rows")
     rng = np.random.default_rng(0)
     results: dict[str, tuple[list[np.ndarray], list[float]]] = {
-        k: ([], []) for k in ("constant", "segments", "text")
+        k: ([], []) for k in ("constant", "adaptive", "text")
     }
     evaluated: list[pd.DataFrame] = []
     for _ in range(args.draws):
@@ -151,21 +110,24 @@ def main() -> int:
         calibration, rest = scored.iloc[order[: args.calibration]], scored.iloc[order[args.calibration :]]
         residual = rest["residual"].to_numpy()
         evaluated.append(rest)
-        low, high = np.quantile(calibration["residual"], [LOW, HIGH])
-        results["constant"][0].append((residual >= low) & (residual <= high))
-        results["constant"][1].append(float(np.exp(high - low)))
-        for name, scale_of in (
-            ("segments", fit_segment_scale),
-            ("text", lambda _f: lambda f: f["text_scale"].to_numpy()),
-        ):
-            scale, q_low, q_high = normalized(calibration, scale_of)
-            width = scale(rest)
-            results[name][0].append((residual >= q_low * width) & (residual <= q_high * width))
-            results[name][1].append(float(np.median(np.exp((q_high - q_low) * width))))
+        for name, listings in (("constant", None), ("adaptive", calibration)):
+            interval = PriceInterval.calibrate(
+                calibration["price"].to_numpy(), np.expm1(calibration["log_pred"].to_numpy()), listings=listings
+            )
+            low, high = (np.log1p(b) for b in interval.bounds(np.expm1(rest["log_pred"].to_numpy()), rest))
+            log_pred = rest["log_pred"].to_numpy()
+            results[name][0].append((residual >= low - log_pred) & (residual <= high - log_pred))
+            results[name][1].append(float(np.median(np.exp(high - low))))
+        # The text upper bound: the same normalized calibration, the scale fitted out of fold on all rows.
+        scores = calibration["residual"].to_numpy() / calibration["text_scale"].to_numpy()
+        q_low, q_high = np.quantile(scores, [LOW, HIGH])
+        width = rest["text_scale"].to_numpy()
+        results["text"][0].append((residual >= q_low * width) & (residual <= q_high * width))
+        results["text"][1].append(float(np.median(np.exp((q_high - q_low) * width))))
     for name, (covered, ratio) in results.items():
         report(name, covered, ratio, evaluated)
     constant = np.median(results["constant"][1])
-    for name in ("segments", "text"):
+    for name in ("adaptive", "text"):
         print(
             f"{name}: median ratio {1 - np.median(results[name][1]) / constant:+.1%} narrower than constant (goal +15%)"
         )

@@ -55,6 +55,8 @@ class TrainingParams(_Strict):
     tune_max_rows: int = Field(200_000, ge=100)
     blend: bool = True
     refit_on_valid: bool = True
+    # The range fits the listing (normalized split conformal) when the test split has this many rows.
+    adaptive_range_min_rows: int = Field(400, ge=0)
 
 
 class RidgeSpace(_Strict):

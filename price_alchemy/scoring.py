@@ -320,7 +320,7 @@ def _prediction_rows(
     price[by_model] = np.round(prices, 2)
     low, high = np.full(n, np.nan), np.full(n, np.nan)
     if model.interval is not None and by_model.any():
-        lows, highs = model.interval.bounds(prices)
+        lows, highs = model.interval.bounds(prices, chunk.listings[by_model])
         low[by_model], high[by_model] = np.round(lows, 2), np.round(highs, 2)
     if model.fallback_price is not None:
         price[fallback & ~dup] = model.fallback_price

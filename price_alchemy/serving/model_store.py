@@ -62,6 +62,7 @@ class ModelMetadata:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["trained_at"] = self.trained_at.isoformat() if self.trained_at else None
+        data["price_interval"] = self.price_interval.to_profile() if self.price_interval else None
         return data
 
     @classmethod
@@ -75,7 +76,7 @@ class ModelMetadata:
             run_id=data.get("run_id"),
             trained_at=datetime.fromisoformat(trained_at) if trained_at else None,
             test_rmsle=data.get("test_rmsle"),
-            price_interval=PriceInterval(**interval) if interval else None,
+            price_interval=PriceInterval.from_profile({"price_interval": interval}) if interval else None,
             digest=data.get("digest"),
         )
 

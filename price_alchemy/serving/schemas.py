@@ -188,6 +188,11 @@ class IntervalInfo(BaseModel):
     log_residual_low: float
     log_residual_high: float
     method: str | None = None
+    adaptive: bool = Field(
+        default=False,
+        description="Each listing's range is as wide as its own scale (normalized split conformal); "
+        "the log residuals are then in units of that scale.",
+    )
 
 
 class ModelInfo(BaseModel):

@@ -84,3 +84,21 @@ def tuning_history(trials: list[TrialRecord], path: Path) -> Path:
     ax.set(xlabel="trial", ylabel="validation RMSLE", title="Hyperopt TPE search")
     ax.legend()
     return _save(fig, path)
+
+
+def range_by_segment(table: pd.DataFrame, coverage: float, path: Path) -> Path:
+    """Held-out coverage and median width of the constant and adaptive ranges per segment."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * len(table) + 1.5), sharey=True)
+    y = np.arange(len(table))
+    for offset, method in ((-0.2, "constant"), (0.2, "adaptive")):
+        left.barh(y + offset, table[f"coverage_{method}"], height=0.4, label=method)
+        right.barh(y + offset, table[f"ratio_{method}"], height=0.4, label=method)
+    left.axvspan(coverage - 0.02, coverage + 0.02, color="grey", alpha=0.25, label="target +/- 2 pts")
+    left.set_yticks(y, [f"{s} ({n})" for s, n in zip(table["segment"], table["rows"], strict=True)])
+    left.invert_yaxis()
+    left.set(xlabel="share of held-out listings inside their range", xlim=(0.5, 1.0))
+    left.set_title(f"{coverage:.0%} price range: coverage (test, cross-fitted halves)")
+    right.set(xlabel="median high / low (log1p space)", title="width")
+    left.legend(loc="lower right", fontsize="small", framealpha=0.9)
+    return _save(fig, path)

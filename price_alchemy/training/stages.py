@@ -41,7 +41,12 @@ from price_alchemy.schema import FEATURE_COLUMNS, PRICE
 from price_alchemy.similar import reference_listings
 from price_alchemy.split import Split, split_listings
 from price_alchemy.training import plots
-from price_alchemy.training.evaluate import regression_metrics, rmsle
+from price_alchemy.training.evaluate import (
+    RANGE_SEGMENT_MIN_ROWS,
+    range_by_segment,
+    regression_metrics,
+    rmsle,
+)
 from price_alchemy.training.promotion import PromotionDecision, promotion_rule
 from price_alchemy.training.search import (
     FittedModel,
@@ -139,6 +144,27 @@ def _log_evaluation_plots(test: pd.DataFrame, y_pred: np.ndarray, baseline_pred:
         mlflow_store.log_folder(folder, "evaluation")
 
 
+def _log_range_evaluation(
+    test: pd.DataFrame, y_test: np.ndarray, y_pred: np.ndarray, interval: PriceInterval
+) -> None:
+    """Coverage and width of the constant and adaptive ranges per segment: a table, a plot, metrics."""
+    if len(test) < 2 * RANGE_SEGMENT_MIN_ROWS:
+        return
+    table = range_by_segment(test, y_test, y_pred)
+    overall = table.iloc[0]
+    mlflow_store.log_metrics(
+        {
+            f"test_range_{kind}_{method}": float(overall[f"{kind}_{method}"])
+            for kind in ("coverage", "ratio")
+            for method in ("constant", "adaptive")
+        }
+    )
+    mlflow_store.log_text(table.to_csv(index=False), "evaluation/price_range_by_segment.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plots.range_by_segment(table, interval.coverage, Path(tmp) / "price_range_by_segment.png")
+        mlflow_store.log_file(path, "evaluation")
+
+
 def tune_stage(
     split: Split,
     settings: Settings,
@@ -201,7 +227,11 @@ def fit_stage(
         _log_evaluation_plots(split.test, y_pred, baseline_pred)
         profile_rows = split.train.head(PROFILE_ROWS)
         profile = reference_profile(profile_rows, model.predict(profile_rows[list(FEATURE_COLUMNS)]))
-        profile["price_interval"] = PriceInterval.calibrate(y_test, y_pred).to_profile()
+        interval = PriceInterval.calibrate(
+            y_test, y_pred, listings=split.test, min_rows=params.training.adaptive_range_min_rows
+        )
+        profile["price_interval"] = interval.to_profile()
+        _log_range_evaluation(split.test, y_test, y_pred, interval)
         # The rows fit_final fitted on, in its order (checked against the model's kNN targets).
         fit_rows = (
             pd.concat([split.train, split.valid], ignore_index=True)

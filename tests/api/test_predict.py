@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from serving_helpers import LISTING, AppFactory, Registry
 
 from price_alchemy.data.synthetic import generate_listings
+from price_alchemy.profile import ListingScale
 from price_alchemy.schema import FEATURE_COLUMNS
 
 pytestmark = pytest.mark.api
@@ -47,7 +48,10 @@ def test_single_prediction_is_the_registered_pipelines_with_a_calibrated_range(
     assert body["price"] == pytest.approx(round(expected, 2), abs=0.005)
     assert body["model"] == {"name": "price-alchemy", "version": registry.version, "alias": "champion"}
     assert body["request_id"] == response.headers["x-request-id"] and len(body["request_id"]) == 32
-    low, high = registry.interval["log_residual_low"], registry.interval["log_residual_high"]
+    scale = ListingScale.from_profile(registry.interval["scale"])
+    assert scale is not None, "the API suite's model has a range that fits the listing"
+    (width,) = scale.of(pd.DataFrame([LISTING]), np.array([expected]))
+    low, high = (registry.interval[k] * width for k in ("log_residual_low", "log_residual_high"))
     price_range = body["price_range"]
     assert price_range["coverage"] == pytest.approx(0.8)
     assert price_range["low"] == pytest.approx(math.expm1(math.log1p(expected) + low), abs=0.006)
@@ -115,3 +119,21 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in metrics")
+
+
+def test_each_listing_gets_the_width_of_its_own_segments(client: TestClient, registry: Registry) -> None:
+    plain = {**LISTING, "brand_name": None, "item_description": "", "item_condition_id": 5, "shipping": 0}
+    response = client.post("/v1/predict/batch", json={"listings": [LISTING, plain]})
+
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    scale = ListingScale.from_profile(registry.interval["scale"])
+    assert scale is not None
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    prices = np.asarray(_direct_prices(registry, [LISTING, plain]), dtype=np.float64)
+    widths = scale.of(pd.DataFrame([LISTING, plain]), prices)
+    assert abs(widths[0] / widths[1] - 1) > 0.02, "the two listings' segments should differ in difficulty"
+    spread = registry.interval["log_residual_high"] - registry.interval["log_residual_low"]
+    for prediction, width in zip(predictions, widths, strict=True):
+        low, high = prediction["price_range"]["low"], prediction["price_range"]["high"]
+        assert math.log1p(high) - math.log1p(low) == pytest.approx(spread * width, abs=0.01)

@@ -46,7 +46,12 @@ pytestmark = pytest.mark.integration
 
 WEAK_ROWS = 300
 CONTEXTS = {"training": "train", "validation": "valid", "test": "test"}
-EVALUATION_PLOTS = {"predicted_vs_actual.png", "residuals_by_category.png", "error_by_price_band.png"}
+EVALUATION_PLOTS = {
+    "predicted_vs_actual.png",
+    "residuals_by_category.png",
+    "error_by_price_band.png",
+    "price_range_by_segment.png",
+}
 
 
 @dataclass
@@ -208,7 +213,7 @@ def test_run_holds_the_evaluation_plots_and_the_model(trained: Trained) -> None:
     run_id = trained.full.run_id
 
     evaluation = {Path(a.path).name: a for a in client.list_artifacts(run_id, "evaluation")}
-    assert set(evaluation) == EVALUATION_PLOTS
+    assert set(evaluation) == EVALUATION_PLOTS | {"price_range_by_segment.csv"}
     search = {Path(a.path).name: a for a in client.list_artifacts(run_id, "search")}
     assert set(search) >= {"tuning_history.png", "trials.csv", "outcome.json"}
     for path in [f"evaluation/{name}" for name in EVALUATION_PLOTS] + ["search/tuning_history.png"]:
@@ -219,6 +224,17 @@ def test_run_holds_the_evaluation_plots_and_the_model(trained: Trained) -> None:
     assert len(trials) == 3 and set(trials["family"]) == {"ridge"}
     profile = json.loads(Path(client.download_artifacts(run_id, "reference/profile.json")).read_text())
     assert profile["rows"] == trained.full.sizes["train"]
+    # 150 test rows: below the packaged 400, one width for every listing (the API suite serves the other).
+    assert profile["price_interval"]["scale"] is None
+    ranges = pd.read_csv(client.download_artifacts(run_id, "evaluation/price_range_by_segment.csv"))
+    assert ranges["segment"].iloc[0] == "all" and ranges["rows"].iloc[0] == trained.full.sizes["test"]
+    quintiles = ranges[ranges["segment"].str.startswith("price quintile")]
+    assert len(quintiles) == 5 and quintiles["rows"].sum() == trained.full.sizes["test"]
+    metrics = client.get_run(run_id).data.metrics
+    for method in ("constant", "adaptive"):
+        assert 0.6 < ranges[f"coverage_{method}"].iloc[0] < 0.95
+        assert (ranges[f"ratio_{method}"] > 1).all()
+        assert metrics[f"test_range_coverage_{method}"] == pytest.approx(ranges[f"coverage_{method}"].iloc[0])
 
     mlflow.set_tracking_uri(trained.settings.tracking_uri)
     model = mlflow.sklearn.load_model(trained.full.model_uri)

@@ -55,6 +55,7 @@ async def model_info(store: Store, settings: SettingsDep, ctx: Context) -> Model
             log_residual_low=interval.log_residual_low,
             log_residual_high=interval.log_residual_high,
             method=interval.method,
+            adaptive=interval.adaptive,
         )
         if interval
         else None,

@@ -7,6 +7,7 @@ size limit comes from the settings), and FastAPI must see the real class, not a 
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from fastapi import APIRouter
 
 from price_alchemy import explain
@@ -75,7 +76,8 @@ def _record(ctx: RequestContext, rows: list[dict[str, Any]], result: BatchResult
     ctx.listings, ctx.prices, ctx.model = rows, prices, model.meta
     if interval is None:
         return [Prediction(price=float(p), price_range=None) for p in prices]
-    lows, highs = (np.round(b, 2) for b in interval.bounds(result.prices))
+    listings = pd.DataFrame(rows) if interval.adaptive else None  # the range fits the listing
+    lows, highs = (np.round(b, 2) for b in interval.bounds(result.prices, listings))
     ctx.lows, ctx.highs = lows, highs
     return [
         Prediction(
