@@ -38,7 +38,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import cross_val_predict
 
 from price_alchemy.data.files import read_listings
-from price_alchemy.profile import PriceInterval
+from price_alchemy.price_range import PriceInterval
 from price_alchemy.training.stages import usable_for_training
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mercari" / "train_head_5k.tsv"
@@ -112,7 +112,9 @@ def main() -> int:
         evaluated.append(rest)
         for name, listings in (("constant", None), ("adaptive", calibration)):
             interval = PriceInterval.calibrate(
-                calibration["price"].to_numpy(), np.expm1(calibration["log_pred"].to_numpy()), listings=listings
+                calibration["price"].to_numpy(),
+                np.expm1(calibration["log_pred"].to_numpy()),
+                listings=listings,
             )
             low, high = (np.log1p(b) for b in interval.bounds(np.expm1(rest["log_pred"].to_numpy()), rest))
             log_pred = rest["log_pred"].to_numpy()

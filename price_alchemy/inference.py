@@ -37,7 +37,7 @@ from price_alchemy.data.repair import DUPLICATE, FALLBACK, IMPUTED, SKIPPED
 from price_alchemy.errors import ModelNotFoundError
 from price_alchemy.model_files import check_model_dir
 from price_alchemy.params import ValidationParams
-from price_alchemy.profile import PriceInterval
+from price_alchemy.price_range import PriceInterval
 from price_alchemy.schema import FEATURE_COLUMNS, LISTING_ID
 from price_alchemy.scorer import Scorer, ScoringModel, SeenIds
 from price_alchemy.validation import validate_listings

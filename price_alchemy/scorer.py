@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from price_alchemy.profile import PriceInterval
+from price_alchemy.price_range import PriceInterval
 from price_alchemy.schema import FEATURE_COLUMNS
 
 log = logging.getLogger(__name__)

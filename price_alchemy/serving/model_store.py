@@ -34,7 +34,7 @@ from price_alchemy.errors import ModelNotFoundError, ModelRefusedError
 from price_alchemy.explain import Explainer
 from price_alchemy.model_files import load_model_dir
 from price_alchemy.names import REFERENCE_LISTINGS, TEST_RMSLE_TAG
-from price_alchemy.profile import PriceInterval
+from price_alchemy.price_range import PriceInterval
 from price_alchemy.schema import FEATURE_COLUMNS
 from price_alchemy.serving.schemas import EXAMPLE_LISTING
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_absolute_error, r2_score
 
-from price_alchemy.profile import PriceInterval, top_category
+from price_alchemy.price_range import PriceInterval
+from price_alchemy.profile import top_category
 
 
 def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -36,7 +36,8 @@ from price_alchemy.names import (
     TEST_RMSLE_TAG,
 )
 from price_alchemy.params import Params
-from price_alchemy.profile import PROFILE_ROWS, PriceInterval, reference_profile
+from price_alchemy.price_range import PriceInterval
+from price_alchemy.profile import PROFILE_ROWS, reference_profile
 from price_alchemy.schema import FEATURE_COLUMNS, PRICE
 from price_alchemy.similar import reference_listings
 from price_alchemy.split import Split, split_listings

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from serving_helpers import LISTING, AppFactory, Registry
 
 from price_alchemy.data.synthetic import generate_listings
-from price_alchemy.profile import ListingScale
+from price_alchemy.price_range import ListingScale
 from price_alchemy.schema import FEATURE_COLUMNS
 
 pytestmark = pytest.mark.api

@@ -41,7 +41,10 @@ def test_every_relative_link_resolves(document: Path) -> None:
 
 def test_test_module_basenames_are_unique() -> None:
     by_name: dict[str, list[str]] = defaultdict(list)
-    modules = {*(ROOT / "tests").rglob("test_*.py"), *(ROOT / "tests").rglob("*_test.py")}  # pytest's defaults
+    modules = {
+        *(ROOT / "tests").rglob("test_*.py"),
+        *(ROOT / "tests").rglob("*_test.py"),
+    }  # pytest's defaults
     for module in modules:
         by_name[module.name].append(str(module.relative_to(ROOT)))
     clashes = {name: paths for name, paths in by_name.items() if len(paths) > 1}

@@ -15,7 +15,7 @@ from price_alchemy.data.files import stream_listings, write_listings
 from price_alchemy.data.repair import lenient_canonical
 from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.inference import fallback_price, report_path
-from price_alchemy.profile import PriceInterval
+from price_alchemy.price_range import PriceInterval
 from price_alchemy.scorer import ScoringModel, SeenIds, _pieces
 from price_alchemy.scoring import _prediction_rows, query_batch_id
 
