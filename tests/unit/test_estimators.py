@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import skops.io as sio
+from sklearn.preprocessing import normalize
 
 from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.estimators import (
@@ -105,6 +106,46 @@ def test_stack_caps_keep_the_knn_and_the_trees_small(
     assert 0.0 <= capped.trees_weight_ <= 1.0
     pred = capped.predict(X[:1])
     assert pred.shape == (1,) and np.isfinite(pred[0])
+
+
+def _stack_with_reference(reference: sp.csr_matrix, targets: np.ndarray, k: int) -> StackedRegressor:
+    stack = StackedRegressor(0, 0, n_neighbors=k)
+    stack.knn_parts_ = (reference.data, reference.indices, reference.indptr, np.asarray(reference.shape))
+    stack.knn_targets_ = targets
+    return stack
+
+
+@pytest.mark.parametrize("k", [1, 7, 30])
+def test_the_knn_search_finds_exactly_the_neighbours_the_brute_force_finds(k: int) -> None:
+    rng = np.random.default_rng(k)
+    # Random weights on a small vocabulary: every row overlaps many others, and no two similarities tie.
+    reference = normalize(sp.random(400, 60, density=0.15, random_state=1, dtype=np.float32, format="csr"))
+    queries = normalize(sp.random(300, 60, density=0.15, random_state=2, dtype=np.float32, format="csr"))
+    stack = _stack_with_reference(sp.csr_matrix(reference), rng.normal(3.0, 1.0, 400), k)
+
+    fast, brute = stack._neighbours(queries), stack._neighbours_brute(queries)
+    np.testing.assert_allclose(fast, brute, rtol=1e-5, atol=1e-6)
+
+    # A training row must not find itself: rows of the reference, each excluded at its position.
+    own = np.arange(400)
+    own[::3] = -1  # ... and some rows that are not in the reference
+    fast = stack._neighbours(sp.csr_matrix(reference), exclude=own)
+    np.testing.assert_allclose(
+        fast, stack._neighbours_brute(sp.csr_matrix(reference), exclude=own), rtol=1e-5
+    )
+    assert (fast[own >= 0, 1] < 0.9999).all() and (fast[own < 0, 1] == pytest.approx(1.0))
+
+
+def test_a_query_sharing_no_word_with_enough_references_gets_the_brute_force_answer() -> None:
+    reference = sp.csr_matrix(np.eye(5, 8, dtype=np.float32))  # each reference has a word of its own
+    queries = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0, 0, 0], [0] * 7 + [1]], dtype=np.float32))
+    stack = _stack_with_reference(reference, np.array([1.0, 2.0, 3.0, 4.0, 5.0]), k=3)
+    fast = stack._neighbours(normalize(queries))
+    np.testing.assert_allclose(fast, stack._neighbours_brute(normalize(queries)))
+    assert fast[0, 0] == pytest.approx(1.5, abs=1e-6)  # the two it shares a word with; the rest weigh ~0
+    assert fast[1, 1] == 0.0  # no shared word at all: no similarity, a finite price
+    assert np.isfinite(fast).all()
+    assert stack._neighbours(queries[:0]).shape == (0, 2)
 
 
 def test_stack_and_blend_survive_skops_with_the_trusted_types(
