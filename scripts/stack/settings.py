@@ -158,6 +158,15 @@ def write_secrets(path: Path) -> None:
     missing = [name for name in secret_names() if not current.get(name)]
     if not missing and path.exists():
         return
+    database = path.parent / "postgres" / "data"
+    if missing and (database / "PG_VERSION").exists():
+        # Postgres, the MLflow admin and the services' users were created with the old values: new
+        # ones would lock every service out of its own data.
+        raise SystemExit(
+            f"stack: {path} lacks {', '.join(missing)}, but the stack's data in {database} was "
+            "created with the old values; restore the file (or add those lines), or start over with "
+            f"`scripts/stack.sh down && rm -rf {path.parent}`"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)

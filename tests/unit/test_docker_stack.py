@@ -807,6 +807,16 @@ def test_the_local_stack_generates_its_secrets_once_into_a_private_file(
     link.symlink_to(path)
     with pytest.raises(SystemExit, match="is a symlink"):
         settings.write_secrets(link)
+    # Lost once the database exists: new values would lock the services out of their data.
+    (path.parent / "postgres" / "data").mkdir(parents=True)
+    (path.parent / "postgres" / "data" / "PG_VERSION").write_text("17\n")
+    path.write_text("\n".join(line for line in lines if not line.startswith("AIRFLOW_DB_PASSWORD=")) + "\n")
+    with pytest.raises(SystemExit, match="lacks AIRFLOW_DB_PASSWORD, but the stack's data"):
+        settings.write_secrets(path)
+    assert "AIRFLOW_DB_PASSWORD" not in settings.read_secrets(path), "nothing written"
     path.unlink()
+    with pytest.raises(SystemExit, match="restore the file"):
+        settings.write_secrets(path)
+    assert not path.exists()
     with pytest.raises(SystemExit, match="the secret PRICE_ALCHEMY_API_KEY is missing"):
         settings.environment("api")
