@@ -64,10 +64,24 @@ group_running() { # PGID: some process of the group is alive and not a zombie
   ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
 }
 
+started_at() { # PID -> its start time (clock ticks since boot, /proc/PID/stat field 22)
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) } # the command name may hold spaces and parentheses: fields after the last ")"
+  # shellcheck disable=SC2086
+  set -- $stat
+  echo "${20}"
+}
+
 alive() { # NAME -> the pid of a running process of ours
-  local pid
-  pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && running "$pid" && echo "$pid"
+  # The pid file holds "PID START": a pid the kernel reused for another process has another start
+  # time, so `down` never signals a process the stack did not start.
+  local pid start
+  [ -f "$RUN/$1.pid" ] || return 1
+  read -r pid start <"$RUN/$1.pid" || [ -n "${pid:-}" ] || return 1
+  [ -n "$pid" ] && running "$pid" || return 1
+  [ -z "$start" ] || [ "$(started_at "$pid")" = "$start" ] || return 1
+  echo "$pid"
 }
 
 tree_mem_kb() { # PID -> "RSS PSS" (kB) of the process and all its descendants; PSS shares out
@@ -107,7 +121,7 @@ start() {
     cd "$STACK_DIR"
     exec setsid "${cmd[@]}" </dev/null >>"$LOGS/$name.log" 2>&1
   ) &
-  echo $! >"$RUN/$name.pid"
+  echo "$! $(started_at $!)" >"$RUN/$name.pid"
 }
 
 wait_http() { # NAME URL: until URL answers 2xx, or the process died, or the timeout

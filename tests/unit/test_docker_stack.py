@@ -820,3 +820,36 @@ def test_the_local_stack_generates_its_secrets_once_into_a_private_file(
     assert not path.exists()
     with pytest.raises(SystemExit, match="the secret PRICE_ALCHEMY_API_KEY is missing"):
         settings.environment("api")
+
+
+def _start_time(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+
+
+def test_down_signals_only_the_processes_the_stack_started(tmp_path: Path) -> None:
+    """A pid file whose pid now belongs to another process (the kernel reused it) is not obeyed."""
+    home = tmp_path / "home"
+    run = home / "stack" / "run"
+    run.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRICE_ALCHEMY_", "STACK_"))}
+    env["PRICE_ALCHEMY_HOME"] = str(home)
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        start = int(_start_time(stranger.pid))
+        (run / "api.pid").write_text(f"{stranger.pid} {start + 1}\n")  # same pid, another process
+        down = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "stack.sh"), "down"], env=env, capture_output=True, text=True
+        )
+        assert down.returncode == 0, down.stderr
+        assert stranger.poll() is None, "down signalled a process the stack did not start"
+        assert not (run / "api.pid").exists() and "stopped api" not in down.stderr
+
+        (run / "api.pid").write_text(f"{stranger.pid} {start}\n")  # the process `up` started
+        down = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "stack.sh"), "down"], env=env, capture_output=True, text=True
+        )
+        assert down.returncode == 0, down.stderr
+        assert stranger.wait(timeout=30) == -15 and "stopped api" in down.stderr
+    finally:
+        stranger.kill()
+        stranger.wait()
