@@ -282,8 +282,9 @@ def command(service: str) -> list[str]:
         program = ["mlflow"]
     elif service in ("api", "shipper"):
         program = ["price-alchemy"]
-        if service == "api":  # serve --host 0.0.0.0 --port 8000 -> loopback and the local port
-            args = ["serve", "--host", "127.0.0.1", "--port", str(ports()["api"])]
+        if service == "api":  # compose's own flags, with --host on loopback and --port this machine's
+            local = {"--host": "127.0.0.1", "--port": str(ports()["api"])}
+            args = [local.get(args[i - 1], a) if i else a for i, a in enumerate(args)]
     elif service == "mlflow-setup":
         program, args = ["sh"], [str(REPO / "docker" / "setup" / Path(args[-1]).name)]
     else:

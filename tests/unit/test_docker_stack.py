@@ -705,6 +705,16 @@ def _stack_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     return module
 
 
+#: Compose services the local stack does not run as processes, and why.
+NOT_LOCAL = {
+    "elasticsearch": "scripts/elasticsearch.py runs the node (Maven Central's distribution)",
+    "elasticsearch-setup": "the local node has no security module: no users or roles to create",
+    "logstash": "no registry reachable here serves it: the shipper writes to Elasticsearch",
+    "kibana": "no registry reachable here serves it",
+    "kibana-setup": "no Kibana to import into (scripts/kibana_import.sh, for a real one)",
+}
+
+
 def test_the_local_stack_reads_every_setting_from_the_compose_file(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -729,6 +739,23 @@ def test_the_local_stack_reads_every_setting_from_the_compose_file(
                 assert local[name] == expected, f"{service}: {name} differs from the compose file"
             else:  # a compose host name or a container path: rewritten to this machine
                 assert not any(f"//{h}" in local[name] or f"@{h}/" in local[name] for h in hosts), local[name]
+    # every compose service runs here, or is named with what stands in for it
+    assert set(compose["services"]) == set(settings.LOCAL_SERVICES) | set(NOT_LOCAL), (
+        "a compose service the local stack neither runs nor names in NOT_LOCAL"
+    )
+    # the API's command is compose's, flags included (a flag added there reaches the local API),
+    # with only the bind address and the port made local
+    api = compose["services"]["api"]
+    flagged = {
+        **compose,
+        "services": {**compose["services"], "api": {**api, "command": [*api["command"], "--flag", "x"]}},
+    }
+    monkeypatch.setattr(settings, "load", lambda: flagged)
+    local = {"--host": "127.0.0.1", "--port": str(settings.ports()["api"])}
+    expected = [
+        local.get(prev, arg) for prev, arg in zip(["", *api["command"]], api["command"], strict=False)
+    ]
+    assert settings.command("api") == ["price-alchemy", *expected, "--flag", "x"]
     # the accounts are the compose file's x-accounts, not copies
     accounts = compose["x-accounts"]
     assert settings.environment("airflow-scheduler")["MLFLOW_TRACKING_USERNAME"] == accounts["mlflow-airflow"]
