@@ -9,7 +9,8 @@
    generating them needs little memory), and the same listings loaded into the DuckDB warehouse
    in batches of 200,000.
 3. The **reference**: the champion's ``pipeline.predict`` in this process on 20,000 of them
-   (one core), measured before and after the runs below; its median is the yardstick.
+   (one process: its Python is one core, the kNN's C++ search uses two threads), measured before
+   and after the runs below; its median is the yardstick.
 4. ``price-alchemy predict --strict`` (the path before issue 12: one process, Great Expectations
    row rules, the whole file in memory) on the small file, for a same-machine comparison; then
    ``price-alchemy predict`` on the file at ``--small-rows`` and at ``--rows`` (memory must not
@@ -163,7 +164,7 @@ def main() -> None:
         write_data(small, args.small_rows, None)
         write_data(big, args.rows, home)
         references = [reference_rate(home)]
-        print(f"reference pipeline.predict (one core): {references[0]:,.0f} rows/s")
+        print(f"reference pipeline.predict (one process): {references[0]:,.0f} rows/s")
         runs = [
             # the path before issue 12, for a same-machine comparison: one process, GE row rules
             measure(
@@ -184,7 +185,7 @@ def main() -> None:
             measure("score, warehouse", ["score"], home, args.rows),
         ]
         references.append(reference_rate(home))
-        print(f"reference pipeline.predict (one core), after: {references[1]:,.0f} rows/s")
+        print(f"reference pipeline.predict (one process), after: {references[1]:,.0f} rows/s")
     reference = statistics.median(references)
     print("\n| run | rows | rows/s | x reference | peak RSS (tree) |")
     print("|---|---:|---:|---:|---:|")
@@ -194,7 +195,7 @@ def main() -> None:
             f"| {run['peak_rss_gb']:.2f} GB |"
         )
     print(
-        f"| reference pipeline.predict, one core (median of {len(references)}) | 20,000 | {reference:,.0f} | 1.00 | |"
+        f"| reference pipeline.predict, one process (median of {len(references)}) | 20,000 | {reference:,.0f} | 1.00 | |"
     )
     best = max(r["rows_per_s"] for r in runs if r["rows"] == args.rows)
     peak = max(r["peak_rss_gb"] for r in runs)

@@ -358,7 +358,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         extra = 0 if exclude is None else 1
         found = sp_matmul_topn(
             sp.csr_matrix(queries, dtype=np.float32),
-            reference.T.tocsr(),
+            reference.T.tocsr().astype(np.float32, copy=False),
             top_n=k + extra,
             sort=True,
             n_threads=KNN_THREADS,

@@ -41,9 +41,40 @@ OTHER_CATEGORY = "(other)"
 CONDITIONS = (1, 2, 3, 4, 5)
 
 
+#: A stored range is refused (no range) when a log-price half-width could pass this: e^10 is a
+#: factor of 22,000 between a price and its range's end, beyond any real listing's uncertainty.
+MAX_LOG_WIDTH = 10.0
+#: Bound of a stored scale weight (fitted on indicators with a ridge penalty: far below 1 in practice).
+MAX_SCALE_WEIGHT = 100.0
+
+
+def _text(column: pd.Series) -> pd.Series:
+    """A text column as stripped strings, missing values empty (any dtype, categorical included)."""
+    column = column.astype(object)
+    return column.where(column.notna(), "").astype(str).str.strip()
+
+
 def _no_description(description: pd.Series) -> np.ndarray:
-    text = description.fillna("").astype(str).str.strip()
+    text = _text(description)
     return (text.str.len().lt(5) | text.eq("No description yet")).to_numpy()
+
+
+def _numbers(raw: Any) -> tuple[float, ...] | None:
+    """A JSON list of finite numbers (not booleans, not a string), or None."""
+    if not isinstance(raw, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in raw
+    ):
+        return None
+    try:
+        values = tuple(float(v) for v in raw)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return values if all(math.isfinite(v) for v in values) else None
+
+
+def _number(raw: Any) -> float | None:
+    values = _numbers([raw])
+    return None if values is None else values[0]
 
 
 @dataclass(frozen=True)
@@ -73,7 +104,7 @@ class ListingScale:
         top = np.where(np.isin(top, list(categories)), top, OTHER_CATEGORY)
         condition = pd.to_numeric(listings["item_condition_id"], errors="coerce").to_numpy()
         shipping = pd.to_numeric(listings["shipping"], errors="coerce").to_numpy()
-        brand = listings["brand_name"].fillna("").astype(str).str.strip()
+        brand = _text(listings["brand_name"])
         columns = [price_bin == k for k in range(len(price_edges) + 1)]
         columns += [top == c for c in (*categories, OTHER_CATEGORY)]
         columns += [brand.eq("").to_numpy(), _no_description(listings["item_description"])]
@@ -117,22 +148,38 @@ class ListingScale:
 
     @classmethod
     def from_profile(cls, raw: Any) -> ListingScale | None:
-        """The scale stored in a profile, or None when malformed (checked: sizes, finite numbers)."""
+        """The scale stored in a profile, or None when it is not exactly what :meth:`fit` stores.
+
+        Checked: lists of finite numbers (and of distinct strings for the categories), sorted
+        edges, one centre (a share, within 0-1) and one weight per design column, bounded weights
+        and intercept. Anything else would give ranges of another width than the trained ones.
+        """
         if not isinstance(raw, dict):
             return None
-        try:
-            edges = tuple(float(e) for e in raw["price_edges"])
-            categories = tuple(str(c) for c in raw["categories"])
-            centre = tuple(float(c) for c in raw["centre"])
-            weights = tuple(float(w) for w in raw["weights"])
-            intercept = float(raw["intercept"])
-        except (KeyError, TypeError, ValueError):
+        edges, centre, weights = (_numbers(raw.get(k)) for k in ("price_edges", "centre", "weights"))
+        intercept = _number(raw.get("intercept"))
+        categories = raw.get("categories")
+        if edges is None or centre is None or weights is None or intercept is None:
+            return None
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
             return None
         columns = len(edges) + 1 + len(categories) + 1 + 2 + len(CONDITIONS) + 1
-        numbers = (*edges, *centre, *weights, intercept)
-        if len(centre) != columns or len(weights) != columns or not all(math.isfinite(v) for v in numbers):
+        if (
+            len(centre) != columns
+            or len(weights) != columns
+            or len(set(categories)) != len(categories)
+            or list(edges) != sorted(edges)
+            or not all(0.0 <= c <= 1.0 for c in centre)
+            or not all(abs(w) <= MAX_SCALE_WEIGHT for w in weights)
+            or abs(intercept) > MAX_LOG_WIDTH
+        ):
             return None
-        return cls(edges, categories, centre, weights, intercept)
+        return cls(edges, tuple(categories), centre, weights, intercept)
+
+    @property
+    def largest(self) -> float:
+        """The largest scale any listing can get (the clip's top over the typical listing)."""
+        return math.exp(self.intercept) * SCALE_CLIP[1]
 
 
 @dataclass(frozen=True)
@@ -209,18 +256,19 @@ class PriceInterval:
         raw = profile.get("price_interval")
         if not isinstance(raw, dict):
             return None
-        try:
-            values = [float(raw[k]) for k in ("coverage", "log_residual_low", "log_residual_high")]
-        except (KeyError, TypeError, ValueError):
+        values = _numbers([raw.get(k) for k in ("coverage", "log_residual_low", "log_residual_high")])
+        if values is None:
             return None
         coverage, low, high = values
-        if not all(math.isfinite(v) for v in values) or not 0 < coverage < 1 or low > high:
+        if not 0 < coverage < 1 or low > high:
             return None
         scale = None
         if raw.get("scale") is not None:
             scale = ListingScale.from_profile(raw["scale"])
             if scale is None:  # a damaged scale: no range rather than a range of the wrong width
                 return None
+        if max(abs(low), abs(high)) * (1.0 if scale is None else scale.largest) > MAX_LOG_WIDTH:
+            return None  # finite but absurd: its ends could overflow to infinity
         method = raw.get("method")
         rows = raw.get("rows")
         return cls(

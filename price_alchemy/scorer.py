@@ -1,6 +1,7 @@
 """Pricing frames of listings with one model, in this process or in one worker process per core.
 
-The model's text kNN and TF-IDF are single-threaded, so worker processes are what uses every core.
+The model's cleaning, TF-IDF and trees run one thread at a time (only the kNN search's C++ kernel
+uses two threads, ``estimators.KNN_THREADS``), so worker processes are what uses every core.
 Workers start with ``spawn`` (no inherited threads or locks) and import only this module, the
 safe loader and the model's own classes: they load the model files once with
 :func:`price_alchemy.model_files.load_model_dir` (skops only, trusted types only, the registered

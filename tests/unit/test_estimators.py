@@ -125,6 +125,14 @@ def test_the_knn_search_finds_exactly_the_neighbours_the_brute_force_finds(k: in
 
     fast, brute = stack._neighbours(queries), stack._neighbours_brute(queries)
     np.testing.assert_allclose(fast, brute, rtol=1e-5, atol=1e-6)
+    # ... and found by the fast search itself: every row overlaps at least k references here, so
+    # none may fall back to the brute force (which would hide a broken fast path, and its speed)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stack, "_neighbours_brute", lambda *a: pytest.fail("fell back to brute force"))
+        np.testing.assert_allclose(stack._neighbours(queries), brute, rtol=1e-5, atol=1e-6)
+        own = np.arange(400)
+        own[::3] = -1
+        stack._neighbours(sp.csr_matrix(reference), exclude=own)
 
     # A training row must not find itself: rows of the reference, each excluded at its position.
     own = np.arange(400)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from price_alchemy.price_range import SCALE_CLIP, ListingScale, PriceInterval
+from price_alchemy.price_range import MAX_LOG_WIDTH, SCALE_CLIP, ListingScale, PriceInterval
 
 pytestmark = pytest.mark.unit
 
@@ -111,8 +111,31 @@ def test_too_few_held_out_rows_calibrate_the_constant_range() -> None:
         lambda s: s.update(intercept="nan"),
         lambda s: s.update(centre="not a list"),
         lambda s: s.pop("price_edges"),
+        lambda s: s.update(intercept=10**400),  # beyond float: OverflowError, not a crash
+        lambda s: s.update(intercept=50.0),  # finite, but every range would end at infinity
+        lambda s: s.update(intercept=True),
+        lambda s: s.update(centre=[1e308 * (-1) ** i for i in range(len(s["centre"]))]),
+        lambda s: s.update(weights=[1e308] * len(s["weights"])),
+        lambda s: s.update(price_edges="0123"),  # iterable, but not a list of numbers
+        lambda s: s.update(categories={c: 1 for c in s["categories"]}),
+        lambda s: s.update(categories=[*s["categories"][:-1], s["categories"][0]]),
+        lambda s: s.update(price_edges=s["price_edges"][::-1]),
     ],
-    ids=["weights-short", "intercept-nan", "centre-not-numbers", "edges-missing"],
+    ids=[
+        "weights-short",
+        "intercept-nan",
+        "centre-not-numbers",
+        "edges-missing",
+        "intercept-huge-int",
+        "intercept-absurd",
+        "intercept-bool",
+        "centre-huge",
+        "weights-huge",
+        "edges-string",
+        "categories-dict",
+        "categories-repeated",
+        "edges-unsorted",
+    ],
 )
 def test_a_damaged_scale_gives_no_range_rather_than_a_wrong_one(damage: Any) -> None:
     listings, y_true, y_pred = _heteroscedastic(1_000, seed=5)
@@ -149,3 +172,38 @@ def test_a_listing_scale_stays_within_its_clip_of_the_typical_listing() -> None:
     )
     scale = wild.of(listings, y_pred) / np.exp(fitted.intercept)
     assert scale.min() == pytest.approx(SCALE_CLIP[0]) and scale.max() == pytest.approx(SCALE_CLIP[1])
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("log_residual_high", 10**400), ("log_residual_high", 1e300), ("coverage", True), ("coverage", "0.8")],
+)
+def test_an_absurd_constant_range_gives_no_range(field: str, value: Any) -> None:
+    _, y_true, y_pred = _heteroscedastic(500, seed=8)
+    stored = PriceInterval.calibrate(y_true, y_pred).to_profile()
+    stored[field] = value
+    assert PriceInterval.from_profile({"price_interval": stored}) is None
+
+
+def test_every_range_a_stored_profile_can_give_is_finite() -> None:
+    """The largest intercept and quantiles that pass the checks still give finite ends."""
+    listings, y_true, y_pred = _heteroscedastic(1_000, seed=9)
+    stored = PriceInterval.calibrate(y_true, y_pred, listings=listings).to_profile()
+    stored["scale"]["intercept"] = 1.0
+    edge = MAX_LOG_WIDTH / (np.e * SCALE_CLIP[1])
+    stored["log_residual_low"], stored["log_residual_high"] = -edge, edge
+    interval = PriceInterval.from_profile({"price_interval": stored})
+    assert interval is not None
+    low, high = interval.bounds(np.array([1.0, 2000.0, 1e6]), listings.head(3))
+    assert np.isfinite(low).all() and np.isfinite(high).all()
+    stored["log_residual_high"] = edge * 1.01
+    assert PriceInterval.from_profile({"price_interval": stored}) is None
+
+
+def test_categorical_and_string_columns_give_the_same_range() -> None:
+    listings, y_true, y_pred = _heteroscedastic(1_000, seed=10)
+    interval = PriceInterval.calibrate(y_true, y_pred, listings=listings)
+    typed = listings.astype(
+        {"brand_name": "category", "item_description": "category", "category_name": "category"}
+    ).astype({"item_condition_id": str, "shipping": str})
+    np.testing.assert_allclose(interval.bounds(y_pred, typed), interval.bounds(y_pred, listings))
