@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from price_alchemy import runtime
@@ -63,7 +64,8 @@ def _domain_errors() -> Iterator[None]:
     try:
         yield
     except PriceAlchemyError as exc:
-        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+        # escaped: a message's own brackets (a list, an extra's name) are text, not markup; one line
+        err.print(f"[bold red]error:[/] {type(exc).__name__}: " + escape(str(exc)), soft_wrap=True)
         raise typer.Exit(1) from exc
 
 
@@ -383,7 +385,9 @@ def show_config(
     if get is not None:
         row = settings_view.lookup(rows, get)
         if row is None:
-            err.print(f"[bold red]error:[/] no setting named {get!r}; `price-alchemy config` lists them")
+            err.print(
+                f"[bold red]error:[/] no setting named {escape(repr(get))}; `price-alchemy config` lists them"
+            )
             raise typer.Exit(2)
         if row.secret:
             err.print(f"[bold red]error:[/] {row.name} is a secret and is never printed")

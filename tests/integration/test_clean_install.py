@@ -9,14 +9,17 @@ the checkout off ``sys.path``:
   ``monitoring/``; serve: + ``serving/``; monitor: + ``monitoring/``; airflow: + ``monitoring/``,
   ``tasks`` and the DAG files of ``dags/``; all: everything), from the venv, not the checkout;
 - ``price-alchemy --help`` runs;
-- core only: what the extras bring is absent, and ``serve``/``monitor`` refuse with the pip command;
+- core only: what the extras bring is absent, and ``serve``/``monitor`` and ``tuning.backend: spark``
+  refuse with the pip command;
+- spark: ``price-alchemy demo`` with ``tuning.backend: spark`` tunes on Hyperopt's SparkTrials (Spark's
+  local mode, this machine's Java);
 - serve (and all, on a version where serve is not a case of its own): a tiny model is trained (``price-alchemy demo``, 300 rows, 1 trial) under a
   temporary PRICE_ALCHEMY_HOME, ``price-alchemy serve`` starts on a free port and answers 200 on
   /health/live and /health/ready with model version 1.
 
 Cases: every extra on the interpreter running the tests; ``all`` on the other supported versions
 (found on PATH or under pyenv; a missing one skips, or fails under CI). Environment knobs (CI):
-PRICE_ALCHEMY_CLEAN_INSTALL_EXTRAS (comma list for this interpreter, default all five) and
+PRICE_ALCHEMY_CLEAN_INSTALL_EXTRAS (comma list for this interpreter, default all six) and
 PRICE_ALCHEMY_CLEAN_INSTALL_OTHERS (comma list of other versions, default the other two; "" = none).
 """
 
@@ -41,7 +44,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORTED = ("3.11", "3.12", "3.13")
-EXTRAS = ("core", "serve", "monitor", "airflow", "all")
+EXTRAS = ("core", "serve", "monitor", "airflow", "spark", "all")
 CURRENT = f"{sys.version_info.major}.{sys.version_info.minor}"
 START_TIMEOUT_S = 120.0
 
@@ -127,6 +130,7 @@ LAZY_IMPORTS = {
     "serve": ["fastapi", "uvicorn", "uvloop", "httptools", "prometheus_client"],
     "monitor": ["evidently", "elasticsearch", "httpx"],
     "airflow": ["airflow.sdk", "airflow.providers.standard.operators.trigger_dagrun", "evidently"],
+    "spark": ["pyspark", "pyspark.sql"],
     "all": [
         "uvloop",
         "httptools",
@@ -152,6 +156,7 @@ def modules_of(extra: str, wheel: Path) -> tuple[list[str], list[str]]:
         sub = parts[1] if len(parts) > 1 else ""
         wanted = {
             "core": sub not in {"serving", "monitoring"},
+            "spark": sub not in {"serving", "monitoring"},
             "serve": sub == "serving",
             "monitor": sub == "monitoring",
             "airflow": sub == "monitoring" or parts[-1] == "tasks",
@@ -285,6 +290,24 @@ def test_clean_install(version: str, extra: str, wheel: Path, tmp_path: Path) ->
             assert refused.returncode == 1, (command, refused.stdout, refused.stderr)
             assert f"pip install 'price-alchemy[{needed}]'" in refused.stderr, refused.stderr
             assert "Traceback" not in refused.stderr + refused.stdout
+    if extra in ("core", "spark"):
+        # tuning.backend: spark from the wheel: core refuses with the pip command, spark runs the
+        # search on Hyperopt's SparkTrials in Spark's local mode (this machine's Java)
+        params = tmp_path / "spark-params.yaml"
+        params.write_text("version: 1\ntuning:\n  backend: spark\n  spark_parallelism: 1\n")
+        trained = run(
+            [str(venv / "bin" / "price-alchemy"), "demo", "--rows", "300", "--max-evals", "2"],
+            cwd=tmp_path,
+            PRICE_ALCHEMY_HOME=str(tmp_path / "spark-home"),
+            PRICE_ALCHEMY_PARAMS_FILE=str(params),
+        )
+        output = trained.stdout + trained.stderr
+        if extra == "core":
+            assert trained.returncode != 0 and "pip install 'price-alchemy[spark]'" in output, output[-3000:]
+            assert "Traceback" not in output, output[-3000:]
+        else:
+            assert trained.returncode == 0, output[-5000:]
+            assert "tuning on Spark: 1 trials at once" in output, output[-5000:]
     # the API on a trained model: with serve, and with all where serve is not checked on its own
     if extra == "serve" or (extra == "all" and (version, "serve") not in cases()):
         started = time.monotonic()

@@ -269,3 +269,23 @@ def test_predict_without_show_prints_no_table(run: Run, new_listings: Path, tmp_
     assert result.exit_code == 0, result.output
     assert "wrote 3 predictions" in result.stdout
     assert "Sample predictions" not in result.stdout and not _table_rows(result.stdout)
+
+
+def test_a_domain_error_is_printed_as_text_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Brackets in a message (an extra's name, a list) are text, not rich markup to be eaten."""
+    import io
+
+    import typer
+    from rich.console import Console
+
+    from price_alchemy.cli import commands
+    from price_alchemy.errors import ConfigError
+
+    printed = io.StringIO()
+    monkeypatch.setattr(commands, "err", Console(file=printed, width=40))
+    with pytest.raises(typer.Exit) as exited, commands._domain_errors():
+        raise ConfigError("needs pyspark (pip install 'price-alchemy[spark]'); missing ['pyspark']")
+    assert exited.value.exit_code == 1
+    assert printed.getvalue() == (
+        "error: ConfigError: needs pyspark (pip install 'price-alchemy[spark]'); missing ['pyspark']\n"
+    )

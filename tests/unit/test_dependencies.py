@@ -147,6 +147,16 @@ def test_python_versions_match_the_bootstrap_and_the_workflow() -> None:
         assert f'"{version}"' in workflow, f"the CI matrix misses Python {version}"
 
 
+def test_the_workflow_installs_the_wheel_with_every_extra() -> None:
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    jobs = workflow["jobs"]["test"]["strategy"]["matrix"]["include"]
+    covered = {extra for job in jobs for extra in str(job.get("extras", "")).split(",") if extra}
+    extras = set(project()["optional-dependencies"]) - {"dev"}
+    assert extras | {"core"} == covered, "an extra no clean-install job of the workflow checks"
+
+
 def test_the_cli_names_the_modules_each_extra_brings() -> None:
     """``price_alchemy.cli.extras.EXTRA_MODULES`` (what a command checks before it runs) is what the
     extra declares beyond core, and covers every import of the extra's subpackage not in core."""
