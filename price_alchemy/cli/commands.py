@@ -60,11 +60,10 @@ def main(
 
 @contextmanager
 def _domain_errors() -> Iterator[None]:
-    """Turn the package's domain exceptions into a red message and exit code 1."""
+    """A domain exception -> its message on one line (its brackets text, not markup), exit 1."""
     try:
         yield
     except PriceAlchemyError as exc:
-        # escaped: a message's own brackets (a list, an extra's name) are text, not markup; one line
         err.print(f"[bold red]error:[/] {type(exc).__name__}: " + escape(str(exc)), soft_wrap=True)
         raise typer.Exit(1) from exc
 
