@@ -269,6 +269,22 @@ _SMALL_META_ROWS = 20_000
 KNN_THREADS = 2
 
 
+def searched_columns(reference: Any, max_df: float) -> np.ndarray | None:
+    """Mask of the columns held by at most ``max_df`` of the reference rows (None: every column)."""
+    if max_df >= 1.0:
+        return None
+    held_by = np.bincount(reference.indices, minlength=reference.shape[1])
+    return held_by <= max_df * reference.shape[0]
+
+
+def keep_columns(matrix: Any, columns: np.ndarray) -> Any:
+    """``matrix`` (CSR) with the entries outside the ``columns`` mask removed; same shape."""
+    keep = columns[matrix.indices]
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))[keep]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=matrix.shape[0]))])
+    return sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+
+
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
@@ -288,6 +304,12 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
     the Ridge is fitted ``n_folds + 1`` times on the data, linear in rows), the kNN searches at
     most ``knn_max_reference`` training rows (so it stays linear in the rows queried), and the
     trees see only the meta rows.
+
+    The kNN's similarity leaves out the text columns found in more than ``knn_max_df`` of its
+    references (1.0: none left out). A search costs one multiply-add per (query column, reference
+    holding it), so the few very common columns (words like "and", the name's frequent character
+    n-grams) are nearly all of its cost while saying least about which listings are alike; the
+    similarity is then the part of the cosine carried by the distinctive columns.
     """
 
     def __init__(
@@ -305,6 +327,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         n_folds: int = 5,
         max_meta_rows: int = 50_000,
         knn_max_reference: int = 10_000,
+        knn_max_df: float = 1.0,
         seed: int = 42,
         n_jobs: int = 2,
     ):
@@ -321,6 +344,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         self.n_folds = n_folds
         self.max_meta_rows = max_meta_rows
         self.knn_max_reference = knn_max_reference
+        self.knn_max_df = knn_max_df
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -342,6 +366,15 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         data, indices, indptr, shape = self.knn_parts_
         return sp.csr_matrix((data, indices, indptr), shape=tuple(int(d) for d in shape))
 
+    def _search_reference(self) -> Any:
+        """:attr:`knn_reference_` without the columns the search leaves out (see the class doc).
+
+        Models saved before ``knn_columns_`` existed search every column.
+        """
+        reference = self.knn_reference_
+        searched = getattr(self, "knn_columns_", None)
+        return reference if searched is None else keep_columns(reference, searched)
+
     def _neighbours(self, queries: Any, exclude: np.ndarray | None = None) -> np.ndarray:
         """Similarity-weighted mean log price of the nearest references, and the top similarity.
 
@@ -353,7 +386,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         """
         from sparse_dot_topn import sp_matmul_topn
 
-        reference, targets = self.knn_reference_, self.knn_targets_
+        reference, targets = self._search_reference(), self.knn_targets_
         k = self._k(reference.shape[0], exclude)
         extra = 0 if exclude is None else 1
         found = sp_matmul_topn(
@@ -390,7 +423,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
 
     def _neighbours_brute(self, queries: Any, exclude: np.ndarray | None = None) -> np.ndarray:
         """:meth:`_neighbours` by brute force: every similarity, densified, then the ``k`` largest."""
-        reference, targets = self.knn_reference_, self.knn_targets_
+        reference, targets = self._search_reference(), self.knn_targets_
         k = self._k(reference.shape[0], exclude)
         out = np.empty((queries.shape[0], 2), dtype=np.float64)
         for part in _chunks(queries.shape[0], 1024):
@@ -461,6 +494,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
             np.asarray(references.shape),
         )
         self.knn_targets_ = y[reference]
+        self.knn_columns_ = searched_columns(references, self.knn_max_df)
         position = np.full(n, -1, dtype=np.int64)
         position[reference] = np.arange(len(reference))
         knn = self._neighbours(text[meta], exclude=position[meta])

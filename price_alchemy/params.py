@@ -85,6 +85,7 @@ class StackSpace(_Strict):
     n_folds: int = Field(5, ge=2)
     max_meta_rows: int = Field(50_000, ge=100)
     knn_max_reference: int = Field(10_000, ge=10)
+    knn_max_df: float = Field(0.02, gt=0.0, le=1.0)  # share of references; 1.0 searches every column
 
 
 class MLPSpace(_Strict):

@@ -36,6 +36,7 @@ def _stack_space(label: str, params: TuningParams) -> dict[str, Any]:
         "n_folds": space.n_folds,
         "max_meta_rows": space.max_meta_rows,
         "knn_max_reference": space.knn_max_reference,
+        "knn_max_df": space.knn_max_df,
     }
 
 
@@ -160,6 +161,7 @@ def _stack(config: dict[str, Any], seed: int, n_jobs: int) -> Any:
         n_folds=int(config["n_folds"]),
         max_meta_rows=int(config["max_meta_rows"]),
         knn_max_reference=int(config["knn_max_reference"]),
+        knn_max_df=float(config.get("knn_max_df", 1.0)),
         seed=seed,
         n_jobs=n_jobs,
     )

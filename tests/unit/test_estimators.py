@@ -15,6 +15,8 @@ from price_alchemy.estimators import (
     LogPriceRegressor,
     StackedRegressor,
     WeightedBlend,
+    keep_columns,
+    searched_columns,
 )
 from price_alchemy.features import CODE_COLUMNS, NUMERIC, build_featurizer, build_pipeline
 from price_alchemy.params import FeatureParams
@@ -36,6 +38,7 @@ SMALL_STACK = {
     "n_folds": 3,
     "max_meta_rows": 100_000,
     "knn_max_reference": 20_000,
+    "knn_max_df": 0.3,  # the saved model then holds the searched-columns mask too
 }
 
 
@@ -154,6 +157,63 @@ def test_a_query_sharing_no_word_with_enough_references_gets_the_brute_force_ans
     assert fast[1, 1] == 0.0  # no shared word at all: no similarity, a finite price
     assert np.isfinite(fast).all()
     assert stack._neighbours(queries[:0]).shape == (0, 2)
+
+
+def test_the_searched_columns_are_those_held_by_at_most_max_df_of_the_references() -> None:
+    #                 held by: 4 of 4, 2 of 4, 1 of 4, 0 of 4 references
+    reference = sp.csr_matrix(
+        np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=np.float32)
+    )
+    np.testing.assert_array_equal(searched_columns(reference, 0.5), [False, True, True, True])
+    np.testing.assert_array_equal(searched_columns(reference, 0.25), [False, False, True, True])
+    assert searched_columns(reference, 1.0) is None  # nothing left out
+    kept = keep_columns(reference, np.array([False, True, True, True]))
+    np.testing.assert_array_equal(kept.toarray(), reference.toarray() * [0, 1, 1, 1])
+    assert kept.nnz == 3 and kept.shape == reference.shape  # removed, not stored as zeros
+
+
+def test_the_knn_leaves_the_common_columns_out_of_the_similarity() -> None:
+    rng = np.random.default_rng(3)
+    common = sp.csr_matrix(np.full((400, 3), 0.5, dtype=np.float32))  # three columns every reference holds
+    rest = sp.random(400, 57, density=0.15, random_state=1, dtype=np.float32, format="csr")
+    reference = normalize(sp.hstack([common, rest], format="csr"))
+    queries = normalize(sp.random(200, 60, density=0.2, random_state=2, dtype=np.float32, format="csr"))
+    targets = rng.normal(3.0, 1.0, 400)
+    k = 7
+    stack = _stack_with_reference(reference, targets, k)
+    everything = stack._neighbours(queries)
+    stack.knn_columns_ = searched_columns(reference, 0.5)
+    assert (
+        stack.knn_columns_ is not None and not stack.knn_columns_[:3].any() and stack.knn_columns_[3:].all()
+    )
+    pruned = stack._neighbours(queries)
+
+    # By hand: similarities over the kept columns only, the k largest, similarity-squared weights.
+    sims = (queries[:, 3:] @ reference[:, 3:].T).toarray()
+    top = np.argsort(-sims, axis=1)[:, :k]
+    weights = np.take_along_axis(sims, top, axis=1) ** 2
+    np.testing.assert_allclose(
+        pruned[:, 0], (weights * targets[top]).sum(axis=1) / weights.sum(axis=1), rtol=1e-4
+    )
+    np.testing.assert_allclose(pruned[:, 1], sims.max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(pruned, stack._neighbours_brute(queries), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(pruned[:, 1], everything[:, 1])  # the common columns did count before
+    # The reference itself keeps every column: explanations' similar listings use the whole text.
+    assert stack.knn_reference_[:, :3].nnz == 3 * 400
+
+
+def test_a_stack_saved_before_the_searched_columns_existed_searches_every_column(
+    featurized: tuple[sp.csr_matrix, np.ndarray, object],
+) -> None:
+    X, y, _ = featurized
+    stack = make_estimator({**SMALL_STACK, "knn_max_df": 0.05}).fit(X, y)
+    assert stack.knn_columns_ is not None and 0 < stack.knn_columns_.sum() < len(stack.knn_columns_)
+    text = stack._text(X[:40])
+    pruned = stack._neighbours(text)
+    del stack.knn_columns_  # as a model saved by an earlier version
+    everything = stack._neighbours(text)
+    assert not np.allclose(pruned[:, 1], everything[:, 1])
+    assert make_estimator({**SMALL_STACK, "knn_max_df": 1.0}).fit(X, y).knn_columns_ is None
 
 
 def test_stack_and_blend_survive_skops_with_the_trusted_types(
