@@ -235,3 +235,15 @@ def test_stack_and_blend_survive_skops_with_the_trusted_types(
     probe = listings[FEATURES].head(20)
     np.testing.assert_allclose(restored.predict(probe), pipeline.predict(probe))
     assert isinstance(restored.named_steps["model"], LogPriceRegressor)
+
+
+def test_the_packaged_search_space_gives_the_stack_its_knn_max_df() -> None:
+    from hyperopt.pyll.stochastic import sample
+
+    from price_alchemy.params import load_params
+    from price_alchemy.training.families import search_space
+
+    tuning = load_params().tuning
+    config = sample(search_space(tuning), rng=np.random.default_rng(0))
+    assert config["family"] == "stack"
+    assert make_estimator(config).knn_max_df == tuning.stack.knn_max_df == 0.02
