@@ -269,12 +269,21 @@ _SMALL_META_ROWS = 20_000
 KNN_THREADS = 2
 
 
+#: A column held by at most this many kNN references is always searched, whatever ``knn_max_df``:
+#: on a small reference (or a tiny ``knn_max_df``) the share alone would leave every column out.
+KNN_MIN_HELD = 10
+
+
 def searched_columns(reference: Any, max_df: float) -> np.ndarray | None:
-    """Mask of the columns held by at most ``max_df`` of the reference rows (None: every column)."""
+    """Mask of the columns the kNN searches (None: every column).
+
+    A column is searched when at most ``max_df`` of the reference rows, or at most
+    :data:`KNN_MIN_HELD` of them, hold it.
+    """
     if max_df >= 1.0:
         return None
     held_by = np.bincount(reference.indices, minlength=reference.shape[1])
-    return held_by <= max_df * reference.shape[0]
+    return held_by <= max(max_df * reference.shape[0], KNN_MIN_HELD)
 
 
 def keep_columns(matrix: Any, columns: np.ndarray) -> Any:
@@ -311,6 +320,9 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
     n-grams) are nearly all of its cost while saying least about which listings are alike; the
     similarity is then the part of the cosine carried by the distinctive columns.
     """
+
+    #: Models saved before the parameter existed lack the attribute; they searched every column.
+    knn_max_df: float = 1.0
 
     def __init__(
         self,
@@ -375,6 +387,26 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         searched = getattr(self, "knn_columns_", None)
         return reference if searched is None else keep_columns(reference, searched)
 
+    def _search_columns(self) -> Any:
+        """The transpose of :meth:`_search_reference` (CSR, float32), built once per loaded model.
+
+        Rebuilding it cost more than a one-listing search itself. The cache remembers which arrays
+        it was built from (a new fit or mask rebuilds it) and is never saved with the model
+        (:meth:`__getstate__`).
+        """
+        sources = (self.knn_parts_[0], getattr(self, "knn_columns_", None))
+        cached = self.__dict__.get("_search_cache")
+        if cached is None or cached[0] is not sources[0] or cached[1] is not sources[1]:
+            transposed = self._search_reference().T.tocsr().astype(np.float32, copy=False)
+            cached = (*sources, transposed)
+            self.__dict__["_search_cache"] = cached
+        return cached[2]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_search_cache", None)
+        return state
+
     def _neighbours(self, queries: Any, exclude: np.ndarray | None = None) -> np.ndarray:
         """Similarity-weighted mean log price of the nearest references, and the top similarity.
 
@@ -386,12 +418,12 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         """
         from sparse_dot_topn import sp_matmul_topn
 
-        reference, targets = self._search_reference(), self.knn_targets_
-        k = self._k(reference.shape[0], exclude)
+        columns, targets = self._search_columns(), self.knn_targets_
+        k = self._k(columns.shape[1], exclude)
         extra = 0 if exclude is None else 1
         found = sp_matmul_topn(
             sp.csr_matrix(queries, dtype=np.float32),
-            reference.T.tocsr().astype(np.float32, copy=False),
+            columns,
             top_n=k + extra,
             sort=True,
             n_threads=KNN_THREADS,
@@ -423,11 +455,11 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
 
     def _neighbours_brute(self, queries: Any, exclude: np.ndarray | None = None) -> np.ndarray:
         """:meth:`_neighbours` by brute force: every similarity, densified, then the ``k`` largest."""
-        reference, targets = self._search_reference(), self.knn_targets_
-        k = self._k(reference.shape[0], exclude)
+        columns, targets = self._search_columns(), self.knn_targets_
+        k = self._k(columns.shape[1], exclude)
         out = np.empty((queries.shape[0], 2), dtype=np.float64)
         for part in _chunks(queries.shape[0], 1024):
-            sims = np.asarray((queries[part] @ reference.T).todense(), dtype=np.float32)
+            sims = np.asarray((queries[part] @ columns).todense(), dtype=np.float32)
             if exclude is not None:  # a training row must not find itself
                 rows = np.flatnonzero(exclude[part] >= 0)
                 sims[rows, exclude[part][rows]] = -np.inf

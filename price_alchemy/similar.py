@@ -6,13 +6,15 @@ display fields cut to :data:`FIELD_CUTS` characters (name, brand, category, cond
 
 - when the model holds a stack, they are the rows its text kNN searches
   (:attr:`StackedRegressor.knn_reference_`), identified by their positions in it (``"source":
-  "knn"``), so the neighbours shown are the ones the model priced from;
+  "knn"``), so the listings shown are among those the model prices from;
 - otherwise the first training rows, with shipping and the description's first
   :data:`DESCRIPTION_CUT` characters (``"source": "text"``); the API runs them through the
   model's own featurizer once, at load, to index their text the way the kNN does.
 
 Either way a listing is compared by cosine similarity of the featurizer's text columns
-(TF-IDF of name words, name characters and all text), as the stack's kNN does. Pure: the profile
+(TF-IDF of name words, name characters and all text): the stack's kNN measure before it leaves
+out its most common columns (``tuning.stack.knn_max_df``), so a listing's first is itself and
+the five shown are mostly, not always, among the kNN's neighbours. Pure: the profile
 section is plain JSON, nothing here deserializes code.
 """
 

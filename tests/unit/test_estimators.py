@@ -10,6 +10,7 @@ from sklearn.preprocessing import normalize
 
 from price_alchemy.data.synthetic import generate_listings
 from price_alchemy.estimators import (
+    KNN_MIN_HELD,
     TRUSTED_TYPES,
     CodeEncoder,
     LogPriceRegressor,
@@ -160,16 +161,20 @@ def test_a_query_sharing_no_word_with_enough_references_gets_the_brute_force_ans
 
 
 def test_the_searched_columns_are_those_held_by_at_most_max_df_of_the_references() -> None:
-    #                 held by: 4 of 4, 2 of 4, 1 of 4, 0 of 4 references
-    reference = sp.csr_matrix(
-        np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=np.float32)
-    )
+    # 40 references; the columns are held by 40, 20, 8 and 0 of them
+    held = np.zeros((40, 4), dtype=np.float32)
+    held[:, 0], held[:20, 1], held[:8, 2] = 1.0, 1.0, 1.0
+    reference = sp.csr_matrix(held)
     np.testing.assert_array_equal(searched_columns(reference, 0.5), [False, True, True, True])
-    np.testing.assert_array_equal(searched_columns(reference, 0.25), [False, False, True, True])
+    np.testing.assert_array_equal(searched_columns(reference, 0.4), [False, False, True, True])
+    # ... but a column held by at most KNN_MIN_HELD references is always searched: a tiny share
+    # (or a small reference) must not leave the kNN with nothing to compare
+    assert KNN_MIN_HELD == 10
+    np.testing.assert_array_equal(searched_columns(reference, 1e-9), [False, False, True, True])
     assert searched_columns(reference, 1.0) is None  # nothing left out
     kept = keep_columns(reference, np.array([False, True, True, True]))
-    np.testing.assert_array_equal(kept.toarray(), reference.toarray() * [0, 1, 1, 1])
-    assert kept.nnz == 3 and kept.shape == reference.shape  # removed, not stored as zeros
+    np.testing.assert_array_equal(kept.toarray(), held * [0, 1, 1, 1])
+    assert kept.nnz == 28 and kept.shape == reference.shape  # removed, not stored as zeros
 
 
 def test_the_knn_leaves_the_common_columns_out_of_the_similarity() -> None:
@@ -206,14 +211,33 @@ def test_a_stack_saved_before_the_searched_columns_existed_searches_every_column
     featurized: tuple[sp.csr_matrix, np.ndarray, object],
 ) -> None:
     X, y, _ = featurized
-    stack = make_estimator({**SMALL_STACK, "knn_max_df": 0.05}).fit(X, y)
+    stack = make_estimator({**SMALL_STACK, "knn_max_df": 0.05, "knn_max_reference": 400}).fit(X, y)
     assert stack.knn_columns_ is not None and 0 < stack.knn_columns_.sum() < len(stack.knn_columns_)
+    # the share is of the references the kNN searches (a sample of the training rows), not of all rows
+    np.testing.assert_array_equal(stack.knn_columns_, searched_columns(stack.knn_reference_, 0.05))
     text = stack._text(X[:40])
     pruned = stack._neighbours(text)
-    del stack.knn_columns_  # as a model saved by an earlier version
+    del stack.knn_columns_  # as a model saved by an earlier version ...
+    del stack.knn_max_df
+    assert stack.get_params()["knn_max_df"] == 1.0  # ... which still shows its parameters
     everything = stack._neighbours(text)
     assert not np.allclose(pruned[:, 1], everything[:, 1])
     assert make_estimator({**SMALL_STACK, "knn_max_df": 1.0}).fit(X, y).knn_columns_ is None
+
+
+def test_the_searched_reference_is_built_once_and_never_saved(
+    featurized: tuple[sp.csr_matrix, np.ndarray, object],
+) -> None:
+    X, y, _ = featurized
+    stack = make_estimator(SMALL_STACK).fit(X, y)
+    text = stack._text(X[:5])
+    first = stack._neighbours(text)
+    cached = stack._search_columns()
+    assert stack._search_columns() is cached  # not rebuilt per search
+    assert "_search_cache" not in sio.loads(sio.dumps(stack), trusted=list(TRUSTED_TYPES)).__dict__
+    stack.knn_columns_ = None  # a new mask rebuilds it
+    assert stack._search_columns() is not cached
+    assert not np.allclose(stack._neighbours(text), first)
 
 
 def test_stack_and_blend_survive_skops_with_the_trusted_types(
