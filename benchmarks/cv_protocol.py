@@ -16,12 +16,15 @@ The decision rule of the issue: the default changes only for a paired gain above
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +41,19 @@ from price_alchemy.training.search import fit_tuned_model
 
 REFERENCE = "reference"
 ALPHAS = (0.3, 1.0, 3.0, 10.0)
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mercari" / "train_head_5k.tsv"
+#: The stack's configuration for the candidate benchmarks (``knn_pruning.py``,
+#: ``feature_candidates.py``, ``pretrained_text.py``), fixed so that only the candidate differs:
+#: the middle of the packaged search space.
+FIXED_STACK = {
+    "family": "stack",
+    "alpha": 6.0,
+    "n_neighbors": 15,
+    "learning_rate": 0.02,
+    "n_estimators": 400,
+    "num_leaves": 8,
+    "min_child_samples": 30,
+}
 
 
 def _reference_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -96,6 +112,33 @@ def fit_ours(rest: pd.DataFrame, params: Params) -> Pipeline:
         pd.concat([inner.train, inner.test]), inner.valid, params, on_stage=lambda _m: None
     )
     return fitted.pipeline
+
+
+def protocol_arguments(description: str | None) -> argparse.ArgumentParser:
+    """A parser with the protocol's options: ``--data``, ``--seeds``, ``--folds``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=5)
+    return parser
+
+
+def fixed_stack_config(params: Params, **changes: Any) -> dict[str, Any]:
+    """:data:`FIXED_STACK` with the packaged stack's fixed sizes, and ``changes``."""
+    space = params.tuning.stack.model_dump()
+    return {**{k: v for k, v in space.items() if not isinstance(v, tuple)}, **FIXED_STACK, **changes}
+
+
+def score_reference(paired: Paired, test: pd.DataFrame, rest: pd.DataFrame) -> np.ndarray:
+    """Start a fold: record its sizes, fit and score the reference; the test prices."""
+    y_test = test["price"].to_numpy()
+    paired.test_rows.append(len(test))
+    paired.train_rows.append(len(rest))
+    reference, _ = fit_reference(rest)
+    paired.add(REFERENCE, rmsle(y_test, np.expm1(reference.predict(test))))
+    return y_test
 
 
 @contextmanager

@@ -21,18 +21,21 @@ above 2 SE.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from cv_protocol import REFERENCE, Paired, fit_reference, repeated_folds
-from knn_pruning import FIXED
-from model_quality import DEFAULT_DATA
+from cv_protocol import (
+    REFERENCE,
+    Paired,
+    fixed_stack_config,
+    protocol_arguments,
+    repeated_folds,
+    score_reference,
+)
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
@@ -138,17 +141,9 @@ def stack(n_numeric: int, config: dict[str, Any]) -> StackedRegressor:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--folds", type=int, default=5)
-    args = parser.parse_args()
-
+    args = protocol_arguments(__doc__).parse_args()
     params = load_params()
-    space = params.tuning.stack.model_dump()
-    config = {**{k: v for k, v in space.items() if not isinstance(v, tuple)}, **FIXED}
+    config = fixed_stack_config(params)
     listings = usable_for_training(read_listings(args.data).listings)
     text = listings["name"].fillna("") + " " + listings["item_description"].fillna("")
     print(
@@ -157,11 +152,7 @@ def main() -> int:
     )
     paired = Paired(args.seeds * args.folds)
     for seed, fold, test, rest in repeated_folds(listings, args.seeds, args.folds):
-        y_test = test["price"].to_numpy()
-        paired.test_rows.append(len(test))
-        paired.train_rows.append(len(rest))
-        reference, _ = fit_reference(rest)
-        paired.add(REFERENCE, rmsle(y_test, np.expm1(reference.predict(test))))
+        y_test = score_reference(paired, test, rest)
         for name, make in CANDIDATES.items():
             featurizer, n_numeric = make(build_featurizer(params.features))
             pipeline = build_pipeline(featurizer, stack(n_numeric, config))

@@ -22,16 +22,21 @@ force, and the seconds of ``_neighbours`` on the fold's test rows.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cv_protocol import REFERENCE, Paired, fit_reference, repeated_folds
-from model_quality import DEFAULT_DATA
+from cv_protocol import (
+    FIXED_STACK,
+    REFERENCE,
+    Paired,
+    fixed_stack_config,
+    protocol_arguments,
+    repeated_folds,
+    score_reference,
+)
 
 from price_alchemy.data.files import read_listings
 from price_alchemy.features import build_featurizer, build_pipeline
@@ -39,18 +44,6 @@ from price_alchemy.params import load_params
 from price_alchemy.training.evaluate import rmsle
 from price_alchemy.training.families import make_estimator
 from price_alchemy.training.stages import usable_for_training
-
-#: The stack's configuration, fixed so that only ``knn_max_df`` differs between candidates: the
-#: middle of the packaged search space.
-FIXED = {
-    "family": "stack",
-    "alpha": 6.0,
-    "n_neighbors": 15,
-    "learning_rate": 0.02,
-    "n_estimators": 400,
-    "num_leaves": 8,
-    "min_child_samples": 30,
-}
 
 
 def candidate_name(max_df: float) -> str:
@@ -70,35 +63,24 @@ def search_cost(stack: Any, queries: Any) -> tuple[float, float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--folds", type=int, default=5)
+    parser = protocol_arguments(__doc__)
     parser.add_argument("--max-df", type=float, nargs="+", default=[1.0, 0.1, 0.05, 0.02, 0.01])
     args = parser.parse_args()
 
     params = load_params()
-    space = params.tuning.stack.model_dump()
-    fixed = {**{k: v for k, v in space.items() if not isinstance(v, tuple)}, **FIXED}
     listings = usable_for_training(read_listings(args.data).listings)
     print(
         f"data: {args.data} ({len(listings):,} priced rows); {args.seeds} seeds x {args.folds} folds; "
-        f"stack fixed at {FIXED}"
+        f"stack fixed at {FIXED_STACK}"
     )
     paired = Paired(args.seeds * args.folds)
     costs: dict[str, list[tuple[float, float, float]]] = {}
     for seed, fold, test, rest in repeated_folds(listings, args.seeds, args.folds):
-        y_test = test["price"].to_numpy()
-        paired.test_rows.append(len(test))
-        paired.train_rows.append(len(rest))
-        reference, _ = fit_reference(rest)
-        paired.add(REFERENCE, rmsle(y_test, np.expm1(reference.predict(test))))
+        y_test = score_reference(paired, test, rest)
         line = [f"seed {seed} fold {fold}: reference {paired.scores[REFERENCE][-1]:.4f}"]
         for max_df in args.max_df:
             name = candidate_name(max_df)
-            config = {**fixed, "knn_max_df": max_df}
+            config = fixed_stack_config(params, knn_max_df=max_df)
             pipeline = build_pipeline(build_featurizer(params.features), make_estimator(config))
             pipeline.fit(rest, rest["price"].to_numpy())
             paired.add(name, rmsle(y_test, pipeline.predict(test)))

@@ -23,14 +23,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-from cv_protocol import REFERENCE, Paired, fit_ours, fit_reference, repeated_folds, scratch_tracking
+from cv_protocol import (
+    DEFAULT_DATA,
+    REFERENCE,
+    Paired,
+    fit_ours,
+    fit_reference,
+    repeated_folds,
+    scratch_tracking,
+)
 
 from price_alchemy.data.files import read_listings
 from price_alchemy.params import Params, load_params
 from price_alchemy.training.evaluate import rmsle
 from price_alchemy.training.stages import usable_for_training
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mercari" / "train_head_5k.tsv"
 DEFAULT = "default"
 
 

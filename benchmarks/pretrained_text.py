@@ -120,9 +120,8 @@ def embed(data: Path, out: Path) -> None:
 def protocol(data: Path, vectors: Path, seeds: int, folds: int) -> None:
     """Phase 2 (the project's venv): the packaged features against each variant added."""
     import scipy.sparse as sp
-    from cv_protocol import REFERENCE, Paired, fit_reference, repeated_folds
+    from cv_protocol import REFERENCE, Paired, fixed_stack_config, repeated_folds, score_reference
     from feature_candidates import stack
-    from knn_pruning import FIXED
     from sklearn.base import BaseEstimator, TransformerMixin
 
     from price_alchemy.data.files import read_listings
@@ -148,17 +147,12 @@ def protocol(data: Path, vectors: Path, seeds: int, folds: int) -> None:
             return sp.hstack([self.featurizer.transform(X), sp.csr_matrix(self.table[rows])], format="csr")
 
     params = load_params()
-    space = params.tuning.stack.model_dump()
-    config = {**{k: v for k, v in space.items() if not isinstance(v, tuple)}, **FIXED}
+    config = fixed_stack_config(params)
     tables = {name: np.load(vectors / f"{name}.npy") for name in VARIANTS}
     listings = usable_for_training(read_listings(data).listings)
     paired = Paired(seeds * folds)
     for seed, fold, test, rest in repeated_folds(listings, seeds, folds):
-        y_test = test["price"].to_numpy()
-        paired.test_rows.append(len(test))
-        paired.train_rows.append(len(rest))
-        reference, _ = fit_reference(rest)
-        paired.add(REFERENCE, rmsle(y_test, np.expm1(reference.predict(test))))
+        y_test = score_reference(paired, test, rest)
         for name in ("packaged features", *VARIANTS):
             featurizer = build_featurizer(params.features)
             if name in tables:
