@@ -28,6 +28,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "price_alchemy.features._scale",
     "price_alchemy.features.clean_listings",
     "price_alchemy.mlp.SparseMLPRegressor",
+    "price_alchemy.word_vectors.WordVectors",
 )
 
 
@@ -323,6 +324,8 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
 
     #: Models saved before the parameter existed lack the attribute; they searched every column.
     knn_max_df: float = 1.0
+    #: Likewise: models saved before the word-vector blocks had none.
+    n_dense: int = 0
 
     def __init__(
         self,
@@ -340,6 +343,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         max_meta_rows: int = 50_000,
         knn_max_reference: int = 10_000,
         knn_max_df: float = 1.0,
+        n_dense: int = 0,
         seed: int = 42,
         n_jobs: int = 2,
     ):
@@ -357,6 +361,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         self.max_meta_rows = max_meta_rows
         self.knn_max_reference = knn_max_reference
         self.knn_max_df = knn_max_df
+        self.n_dense = n_dense
         self.seed = seed
         self.n_jobs = n_jobs
 
@@ -368,8 +373,18 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         return Pipeline([("codes", CodeEncoder(self.n_codes, seed=self.seed)), ("ridge", ridge)])
 
     def _text(self, X: Any) -> Any:
+        """The row-normalised TF-IDF columns: what the kNN searches."""
         from sklearn.preprocessing import normalize
 
+        start = self.n_codes + self.n_numeric + self.n_dense
+        return normalize(X[:, start:], copy=True).astype(np.float32)
+
+    def _svd_input(self, X: Any, text: Any) -> Any:
+        """What the SVD reduces: the TF-IDF with the ``n_dense`` word-vector columns before it."""
+        from sklearn.preprocessing import normalize
+
+        if not self.n_dense:
+            return text
         return normalize(X[:, self.n_codes + self.n_numeric :], copy=True).astype(np.float32)
 
     @property
@@ -471,12 +486,12 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         return out
 
     def _meta(
-        self, ridge: np.ndarray, knn: np.ndarray, means: np.ndarray, counts: np.ndarray, X: Any
+        self, ridge: np.ndarray, knn: np.ndarray, means: np.ndarray, counts: np.ndarray, X: Any, text: Any
     ) -> np.ndarray:
         numeric = X[:, self.n_codes : self.n_codes + self.n_numeric].toarray()
         blocks = [ridge[:, None], knn, means, counts, numeric]
         if self.svd_ is not None:
-            blocks.append(self.svd_.transform(self._text(X)))
+            blocks.append(self.svd_.transform(self._svd_input(X, text)))
         return np.hstack(blocks).astype(np.float32)
 
     def fit(self, X: Any, y: Any) -> StackedRegressor:
@@ -531,11 +546,12 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         position[reference] = np.arange(len(reference))
         knn = self._neighbours(text[meta], exclude=position[meta])
 
-        components = min(self.svd_components, text.shape[1] - 1, len(meta) - 1)
+        reduced = self._svd_input(X[meta], text[meta])
+        components = min(self.svd_components, reduced.shape[1] - 1, len(meta) - 1)
         self.svd_ = (
-            TruncatedSVD(components, random_state=self.seed).fit(text[meta]) if components >= 1 else None
+            TruncatedSVD(components, random_state=self.seed).fit(reduced) if components >= 1 else None
         )
-        features = self._meta(ridge_oof, knn, means, counts, X[meta])
+        features = self._meta(ridge_oof, knn, means, counts, X[meta], text[meta])
         trees = LGBMRegressor(
             learning_rate=self.learning_rate,
             n_estimators=self.n_estimators,
@@ -569,12 +585,14 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         X = sp.csr_matrix(X, dtype=np.float32)
         codes, _ = _split_codes(X, self.n_codes)
         ridge = np.asarray(self.base_.predict(X), dtype=np.float64)
+        text = self._text(X)
         features = self._meta(
             ridge,
-            self._neighbours(self._text(X)),
+            self._neighbours(text),
             _lookup(codes, self.means_, self.prior_),
             _lookup(codes, self.counts_, 0.0),
             X,
+            text,
         )
         trees = np.asarray(self.meta_.predict(features), dtype=np.float64)
         return self.trees_weight_ * trees + (1.0 - self.trees_weight_) * ridge

@@ -135,12 +135,14 @@ def _stack(
     Z = codes_step.transform(X)  # the inner Ridge's input, as in ``stack.base_.predict``
     linear = _linear(codes_step, ridge, Z, layout, rows)
     codes, _ = _split_codes(X, stack.n_codes)
+    text = stack._text(X)
     features = stack._meta(
         np.asarray(ridge.predict(Z), dtype=np.float64),
-        stack._neighbours(stack._text(X)),
+        stack._neighbours(text),
         _lookup(codes, stack.means_, stack.prior_),
         _lookup(codes, stack.counts_, 0.0),
         X,
+        text,
     )
     contrib = _contributions(stack.meta_, features)
     w = stack.trees_weight_
@@ -248,10 +250,8 @@ class Explainer:
         self, listings: pd.DataFrame, n: int = TOP_FACTORS, featurized: tuple[pd.DataFrame, Any] | None = None
     ) -> list[Explanation]:
         """Per listing: the top ``n`` effects each way, the rest summed, and the most similar listings."""
-        from price_alchemy.similar import text_vectors
-
         X, attributions = self.attributions(listings, featurized)
-        similar = None if self.index is None else self.index.nearest(text_vectors(X))
+        similar = None if self.index is None else self.index.nearest(self.index.vectors(X))
         out = []
         for i, found in enumerate(attributions):
             up, down = found.top(n)

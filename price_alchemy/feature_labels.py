@@ -19,11 +19,15 @@ import numpy as np
 import pandas as pd
 
 from price_alchemy.estimators import CodeEncoder
-from price_alchemy.features import CODE_COLUMNS, NUMERIC
+from price_alchemy.features import CODE_COLUMNS, MEANING_BLOCKS, NUMERIC
 from price_alchemy.names import MISSING
 
 _WORD = re.compile(r"(?u)\b\w+\b")
 _CUT = 60  # characters of a field value shown in a label
+MEANING_LABELS = {
+    "title_meaning": "name, brand and category: what the words mean",
+    "description_meaning": "description: what the words mean",
+}
 
 
 def _text(value: Any) -> str:
@@ -61,6 +65,8 @@ class FeatureLayout:
             or slices["numeric"].stop != self.n_codes + self.n_numeric
         ):
             raise ValueError("the featurizer's layout is not the package's (codes, numeric, text)")
+        # Featurizers saved before the word-vector blocks existed have none.
+        self.meaning = [(slices[n], MEANING_LABELS[n]) for n in MEANING_BLOCKS if n in slices]
         self.blocks = []
         for name, field in (("name_words", "name"), ("name_chars", "name"), ("text_words", "text")):
             if name not in self.vectorize.named_transformers_:
@@ -180,5 +186,8 @@ class RowLabels:
         found = self.present.get(column)
         if found is not None:
             return found
+        for part, label in layout.meaning:
+            if part.start <= column < part.stop:
+                return [(label, 1.0)]
         block = next(b for b in layout.blocks if b.start <= column < b.stop)
         return [(self.absent[block.name], 1.0)]

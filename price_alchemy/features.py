@@ -6,14 +6,18 @@ the warehouse or an API request) into one sparse matrix with a fixed layout, lef
 1. ``len(CODE_COLUMNS)`` integer codes of the categoricals (brand, category levels, condition,
    shipping and a few crosses), 0 for a value never seen in training;
 2. ``len(NUMERIC)`` dense signals (description length, missing brand, missing description);
-3. weighted TF-IDF blocks only: word n-grams of the name, char n-grams of the name, word n-grams
+3. ``MEANING_COLUMNS`` dense columns: what the words mean, from pretrained word-piece vectors
+   (:mod:`price_alchemy.word_vectors`), one block for the title (name, brand, category) and one
+   for the description (all zero when ``features.meaning_weight`` is 0);
+4. weighted TF-IDF blocks only: word n-grams of the name, char n-grams of the name, word n-grams
    of all text (name, brand, category, description).
 
 The featurizer is unsupervised (it is fitted without prices). Encodings that need prices or that
 depend on the learner -- one-hot and out-of-fold target encodings of the codes, neighbours and
 stacking on the text part -- are fitted inside the model
 (:class:`~price_alchemy.estimators.CodeEncoder`, :class:`~price_alchemy.estimators.StackedRegressor`),
-which finds the blocks by the fixed widths of (1) and (2).
+which finds the blocks by the fixed widths of (1), (2) and (3). Featurizers saved before (3)
+existed lack it: :func:`text_start` finds where their TF-IDF starts.
 
 The target is modelled as log1p(price) (:class:`~price_alchemy.estimators.LogPriceRegressor`), so
 the squared error the estimators minimise is the RMSLE the project reports.
@@ -36,6 +40,7 @@ from sklearn.utils.validation import check_is_fitted
 from price_alchemy.estimators import LogPriceRegressor
 from price_alchemy.params import FeatureParams
 from price_alchemy.schema import FEATURE_COLUMNS, NO_DESCRIPTION
+from price_alchemy.word_vectors import DIMS, WordVectors
 
 _TOKEN = r"(?u)\b\w+\b"  # keep one-character tokens: sizes (S, M, L), counts, "x"
 # Crosses let linear models and target encodings price a brand within a category, and a
@@ -53,6 +58,16 @@ CODE_COLUMNS = (
 )
 NUMERIC = ("desc_words", "no_brand", "no_description")
 LEADING_COLUMNS = len(CODE_COLUMNS) + len(NUMERIC)
+#: The two word-vector blocks (title, description) between the numeric signals and the TF-IDF.
+MEANING_BLOCKS = {"title_meaning": ["name", "brand", "category"], "description_meaning": ["description"]}
+MEANING_COLUMNS = len(MEANING_BLOCKS) * DIMS
+TFIDF_BLOCKS = ("name_words", "name_chars", "text_words")
+
+
+def text_start(featurizer: Pipeline) -> int:
+    """The first TF-IDF column of a fitted featurizer's output (after any word-vector blocks)."""
+    slices = featurizer.named_steps["vectorize"].output_indices_
+    return min(slices[name].start for name in TFIDF_BLOCKS if name in slices)
 
 
 def _text(series: pd.Series) -> pd.Series:
@@ -107,6 +122,7 @@ def _clean_rowwise(listings: pd.DataFrame) -> pd.DataFrame:
         {
             "name": names,
             "text": [f"{n} {b} {c.replace('/', ' ')} {d}" for n, b, c, d in rows],
+            "description": descriptions,
             "brand": brand_keys,
             "cat1": cat1,
             "cat2": cat2,
@@ -160,6 +176,7 @@ def _clean_vectorized(listings: pd.DataFrame) -> pd.DataFrame:
             + category.str.replace("/", " ", regex=False)
             + " "
             + description,
+            "description": description,
             "brand": brand_key,
             "cat1": cat1,
             "cat2": cat2,
@@ -248,6 +265,7 @@ def build_featurizer(params: FeatureParams) -> Pipeline:
     transformers: list[tuple[str, object, str | list[str]]] = [
         ("codes", CategoryCodes(), list(CODE_COLUMNS)),
         ("numeric", "passthrough", list(NUMERIC)),
+        *((name, WordVectors(params.meaning_weight), columns) for name, columns in MEANING_BLOCKS.items()),
         (
             "name_words",
             _tfidf(

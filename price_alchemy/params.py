@@ -48,6 +48,8 @@ class FeatureParams(_Strict):
     name_weight: float = Field(1.0, gt=0)
     char_weight: float = Field(0.5, ge=0)
     text_weight: float = Field(2.0, gt=0)
+    # Pretrained word-piece vectors of the title and the description (0: off, the blocks stay empty).
+    meaning_weight: float = Field(1.0, ge=0)
 
 
 class TrainingParams(_Strict):

@@ -31,7 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from price_alchemy.estimators import StackedRegressor, WeightedBlend
-from price_alchemy.features import LEADING_COLUMNS
+from price_alchemy.features import text_start
 from price_alchemy.schema import FEATURE_COLUMNS, PRICE
 
 log = logging.getLogger(__name__)
@@ -102,11 +102,12 @@ def reference_listings(pipeline: Any, fit_rows: pd.DataFrame) -> dict[str, Any]:
     return {"source": "text", "rows": [_record(r, full=True) for r in records]}
 
 
-def text_vectors(X: Any) -> Any:
-    """Row-normalised text columns of featurizer output (the stack kNN's own representation)."""
+def text_vectors(X: Any, start: int) -> Any:
+    """Row-normalised TF-IDF columns (from ``start``) of featurizer output: the stack kNN's own
+    representation."""
     from sklearn.preprocessing import normalize
 
-    return normalize(sp.csr_matrix(X)[:, LEADING_COLUMNS:], copy=True).astype(np.float32)
+    return normalize(sp.csr_matrix(X)[:, start:], copy=True).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,11 @@ class SimilarIndex:
     columns: Any  # CSR of the transposed vectors: one normalised column per reference listing
     rows: list[dict[str, Any]]
     source: str
+    start: int  # the featurizer's first TF-IDF column
+
+    def vectors(self, X: Any) -> Any:
+        """The query vectors of featurizer output ``X``."""
+        return text_vectors(X, self.start)
 
     @classmethod
     def build(cls, pipeline: Any, section: Any) -> SimilarIndex:
@@ -124,11 +130,14 @@ class SimilarIndex:
             raise ValueError("the reference listings are not a mapping with a list of rows")
         rows = [_display(r) for r in section["rows"][:MAX_REFERENCE_ROWS]]
         source = section.get("source")
+        start = text_start(pipeline.named_steps["features"])
         if source == "knn":
             stack = _stack_of(pipeline.named_steps["model"].estimator_)
             positions = np.asarray(section.get("positions", []), dtype=np.int64)
             if stack is None:
                 raise ValueError("kNN reference listings, but the model holds no stack")
+            if stack.n_codes + stack.n_numeric + stack.n_dense != start:
+                raise ValueError("the stack's text columns do not start where the featurizer's TF-IDF does")
             reference = stack.knn_reference_
             inside = len(positions) == 0 or 0 <= positions.min() <= positions.max() < reference.shape[0]
             if len(positions) != len(rows) or not inside:
@@ -140,11 +149,11 @@ class SimilarIndex:
                 columns=list(FEATURE_COLUMNS),
             )
             frame = frame.astype({"item_condition_id": "int64", "shipping": "int64"})
-            vectors = text_vectors(pipeline.named_steps["features"].transform(frame))
+            vectors = text_vectors(pipeline.named_steps["features"].transform(frame), start)
         else:
             raise ValueError(f"unknown reference listings source {source!r}")
         # Transposed once, as CSR: a product with a CSC operand would convert it on every call.
-        return cls(sp.csr_matrix(sp.csr_matrix(vectors, dtype=np.float32).T), rows, str(source))
+        return cls(sp.csr_matrix(sp.csr_matrix(vectors, dtype=np.float32).T), rows, str(source), start)
 
     def nearest(self, queries: Any, k: int = SIMILAR_COUNT) -> list[list[dict[str, Any]]]:
         """Per query row (normalised text vectors): the ``k`` most similar references, most similar first."""

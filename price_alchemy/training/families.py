@@ -10,7 +10,7 @@ from hyperopt.pyll import scope
 from sklearn.linear_model import Ridge
 
 from price_alchemy.estimators import CodeEncoder
-from price_alchemy.features import CODE_COLUMNS, NUMERIC
+from price_alchemy.features import CODE_COLUMNS, MEANING_COLUMNS, NUMERIC
 from price_alchemy.params import TuningParams
 
 
@@ -162,6 +162,7 @@ def _stack(config: dict[str, Any], seed: int, n_jobs: int) -> Any:
         max_meta_rows=int(config["max_meta_rows"]),
         knn_max_reference=int(config["knn_max_reference"]),
         knn_max_df=float(config.get("knn_max_df", 1.0)),
+        n_dense=MEANING_COLUMNS,
         seed=seed,
         n_jobs=n_jobs,
     )

@@ -1,0 +1,216 @@
+"""What a listing's words mean: pretrained word-piece vectors, read as plain numbers.
+
+A few thousand listings cannot teach a model that "iphone" and "galaxy" are both phones, or that
+"lululemon" is a clothing brand; an encoder pretrained on a large corpus knows it. The package
+ships such knowledge as a table (``resources/word_vectors.npz``): one vector per WordPiece token of
+all-MiniLM-L6-v2, distilled from the encoder by ``scripts/build_word_vectors.py``. Only numbers are
+read (``allow_pickle=False``); neither PyTorch nor the encoder is needed.
+
+:class:`WordVectors` turns a text into the IDF-weighted mean of its word pieces' vectors,
+L2-normalised: words are the featurizer's (``\\w+``, lower-cased), each split into word pieces the
+way the encoder's own tokenizer does (accents stripped, the longest piece of the vocabulary first,
+``##`` marking a continuation). The IDF is fitted on the training texts. The product is one sparse
+(texts x pieces) by dense (pieces x dims) multiplication, so it costs about as much as TF-IDF.
+
+A fitted :class:`WordVectors` records the table's digest; a model is refused (``ValueError``) when
+the installed table differs from the one it was trained with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.preprocessing import normalize
+from sklearn.utils.validation import check_is_fitted
+
+#: Dimensions of the packaged table (the featurizer's layout depends on it: two blocks of this width).
+DIMS = 128
+_WORD = re.compile(r"(?u)\b\w+\b")
+_MAX_WORD = 100  # characters: a longer "word" is no word (the encoder's tokenizer: [UNK])
+_CACHE_WORDS = 500_000
+
+
+@dataclass(frozen=True)
+class Table:
+    """The packaged token vectors and where they came from."""
+
+    ids: dict[str, int]  # word piece -> row
+    vectors: np.ndarray  # float32, (pieces, DIMS)
+    source: dict[str, Any]
+    digest: str  # sha256 of the file's bytes
+
+
+def _resource() -> Any:
+    return resources.files("price_alchemy") / "resources" / "word_vectors.npz"
+
+
+@cache
+def table() -> Table:
+    """The packaged table, read once per process."""
+    raw = _resource().read_bytes()
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+        blob, ends = data["token_bytes"].tobytes(), data["token_ends"].tolist()
+        vectors = data["vectors"].astype(np.float32)
+        source = json.loads(data["source"].tobytes().decode("utf-8"))
+    tokens = [blob[a:b].decode("utf-8") for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+    if vectors.shape != (len(tokens), DIMS):
+        raise ValueError(f"word_vectors.npz: vectors {vectors.shape}, expected ({len(tokens)}, {DIMS})")
+    return Table({t: i for i, t in enumerate(tokens)}, vectors, source, hashlib.sha256(raw).hexdigest())
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return (
+        0x4E00 <= code <= 0x9FFF
+        or 0x3400 <= code <= 0x4DBF
+        or 0x20000 <= code <= 0x2FA1F
+        or 0xF900 <= code <= 0xFAFF
+    )
+
+
+def _basic_parts(word: str) -> list[str]:
+    """The encoder's basic tokenization of one ``\\w+`` word: lower-cased, accents stripped, split at
+    underscores (punctuation to it) and around CJK characters (each its own word)."""
+    text = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
+    parts: list[str] = []
+    current: list[str] = []
+    for char in text:
+        if char == "_" or _is_cjk(char):
+            if current:
+                parts.append("".join(current))
+                current = []
+            if char != "_":
+                parts.append(char)
+        else:
+            current.append(char)
+    if current:
+        parts.append("".join(current))
+    return parts
+
+
+def word_pieces(word: str, ids: dict[str, int]) -> tuple[int, ...]:
+    """Rows of ``word``'s pieces: the longest vocabulary prefix first, then ``##`` continuations.
+    A part that cannot be split into vocabulary pieces has none (the encoder's [UNK], a zero row)."""
+    out: list[int] = []
+    for part in _basic_parts(word):
+        if len(part) > _MAX_WORD:
+            continue
+        found: list[int] = []
+        start = 0
+        while start < len(part):
+            end = len(part)
+            while end > start:
+                piece = part[start:end] if start == 0 else "##" + part[start:end]
+                row = ids.get(piece)
+                if row is not None:
+                    found.append(row)
+                    break
+                end -= 1
+            if end == start:  # no piece fits: the whole part is unknown
+                found = []
+                break
+            start = end
+        out.extend(found)
+    return tuple(out)
+
+
+class WordVectors(TransformerMixin, BaseEstimator):
+    """Texts (the space-joined ``columns`` of a frame) -> IDF-weighted mean piece vectors, L2-normed.
+
+    ``weight`` scales the block (its share of the Ridge penalty, as for the TF-IDF blocks); 0 turns
+    it off (an empty block of the same width, nothing computed).
+    """
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def _texts(self, X: Any) -> list[str]:
+        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+        columns = [frame[c].astype(str).tolist() for c in frame.columns]
+        return [" ".join(values) for values in zip(*columns, strict=True)]
+
+    def _counts(self, texts: list[str], n_pieces: int) -> sp.csr_matrix:
+        """(texts x pieces) occurrence counts."""
+        pieces = self._pieces()
+        indices: list[int] = []
+        indptr = [0]
+        for text in texts:
+            for word in _WORD.findall(text):
+                found = pieces.get(word)
+                if found is None:
+                    found = self._remember(word)
+                indices.extend(found)
+            indptr.append(len(indices))
+        data = np.ones(len(indices), dtype=np.float32)
+        counts = sp.csr_matrix(
+            (data, np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
+            shape=(len(texts), n_pieces),
+        )
+        counts.sum_duplicates()
+        return counts
+
+    def _pieces(self) -> dict[str, tuple[int, ...]]:
+        cached = self.__dict__.get("_piece_cache")
+        if cached is None:
+            cached = self.__dict__["_piece_cache"] = {}
+        return cached
+
+    def _remember(self, word: str) -> tuple[int, ...]:
+        pieces = self._pieces()
+        if len(pieces) >= _CACHE_WORDS:  # bounded: a stream of new words cannot grow it forever
+            pieces.clear()
+        found = pieces[word] = word_pieces(word, table().ids)
+        return found
+
+    def fit(self, X: Any, y: Any = None) -> WordVectors:
+        packaged = table()
+        self.digest_ = packaged.digest
+        self.n_features_out_ = DIMS
+        if self.weight == 0:
+            self.idf_ = np.zeros(0, dtype=np.float32)
+            return self
+        counts = self._counts(self._texts(X), len(packaged.ids))
+        held_by = np.bincount(counts.indices, minlength=counts.shape[1])
+        n = counts.shape[0]
+        self.idf_ = (np.log((1.0 + n) / (1.0 + held_by)) + 1.0).astype(np.float32)
+        return self
+
+    def transform(self, X: Any) -> sp.csr_matrix:
+        check_is_fitted(self, "digest_")
+        n = len(X)
+        if self.weight == 0:
+            return sp.csr_matrix((n, DIMS), dtype=np.float32)
+        packaged = table()
+        if packaged.digest != self.digest_:
+            raise ValueError(
+                "this model was trained with other word vectors than the installed package's "
+                f"(sha256 {self.digest_[:12]}, installed {packaged.digest[:12]}): install the "
+                "price-alchemy version it was trained with, or train it again"
+            )
+        weighted = self._counts(self._texts(X), len(packaged.ids))
+        weighted.data *= self.idf_[weighted.indices]
+        block = normalize(np.asarray(weighted @ packaged.vectors, dtype=np.float32))
+        if self.weight != 1.0:
+            block *= np.float32(self.weight)
+        return sp.csr_matrix(block)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray([f"meaning_{i}" for i in range(DIMS)], dtype=object)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_piece_cache", None)
+        return state
+

@@ -1,0 +1,106 @@
+"""The packaged word-piece vectors: read as plain numbers, split as the encoder splits, and meaningful."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io
+
+from price_alchemy.estimators import TRUSTED_TYPES
+from price_alchemy.word_vectors import DIMS, WordVectors, table, word_pieces
+
+pytestmark = pytest.mark.unit
+
+CASES = Path(__file__).resolve().parents[1] / "fixtures" / "wordpiece_cases.json"
+
+
+def _vector(text: str) -> np.ndarray:
+    fitted = WordVectors().fit(pd.DataFrame({"t": [text]}))
+    fitted.idf_[:] = 1.0  # plain means: compare meanings, not the one text's IDF
+    return fitted.transform(pd.DataFrame({"t": [text]})).toarray()[0]
+
+
+def test_the_table_is_plain_numbers_with_its_provenance() -> None:
+    packaged = table()
+    assert packaged.vectors.shape == (len(packaged.ids), DIMS) == (30522, DIMS)
+    assert packaged.vectors.dtype == np.float32
+    assert packaged.source["licence"] == "Apache-2.0"
+    assert packaged.source["encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    # Special tokens never come out of a word: their rows are zero, word rows are not.
+    assert not packaged.vectors[packaged.ids["[UNK]"]].any()
+    assert not packaged.vectors[packaged.ids["[CLS]"]].any()
+    assert (np.abs(packaged.vectors[packaged.ids["phone"]]) > 0).sum() > DIMS // 2
+    assert len(packaged.digest) == 64
+
+
+def test_words_split_into_the_pieces_the_encoders_tokenizer_gives() -> None:
+    """Cases written by the encoder's own BertTokenizer (punctuation tokens left out: the
+    featurizer's words never hold punctuation): accents, CJK, over-long words, digits, brands.
+    Its [UNK] (a zero row here) is no piece."""
+    cases = json.loads(CASES.read_text(encoding="utf-8"))["pieces"]
+    ids = table().ids
+    assert len(cases) > 400
+    expected = {w: tuple(ids[t] for t in p if t != "[UNK]") for w, p in cases.items()}
+    wrong = {w: p for w, p in expected.items() if word_pieces(w, ids) != p}
+    assert not wrong
+
+
+def test_a_word_with_no_vocabulary_split_has_no_pieces() -> None:
+    ids = table().ids
+    assert word_pieces("x" * 101, ids) == ()
+    assert word_pieces("iphone", ids) == (ids["iphone"],)
+    assert word_pieces("Café", ids) == (ids["cafe"],)
+
+
+def test_a_text_is_the_idf_weighted_mean_of_its_pieces_normalised() -> None:
+    frame = pd.DataFrame({"a": ["red dress", "red phone", "", "red"], "b": ["lace", "", "", "red"]})
+    fitted = WordVectors(weight=1.5).fit(frame)
+    ids, vectors = table().ids, table().vectors
+    held_by = {"red": 3, "dress": 1, "lace": 1, "phone": 1}  # texts holding the piece
+    idf = {w: np.log(5 / (1 + n)) + 1 for w, n in held_by.items()}
+    for word, value in idf.items():
+        assert fitted.idf_[ids[word]] == pytest.approx(value, rel=1e-6)
+    block = fitted.transform(frame).toarray()
+    expected = idf["red"] * vectors[ids["red"]] + idf["dress"] * vectors[ids["dress"]]
+    expected += idf["lace"] * vectors[ids["lace"]]
+    np.testing.assert_allclose(block[0], 1.5 * expected / np.linalg.norm(expected), atol=1e-5)
+    assert not block[2].any()  # no words: a zero row, not NaN
+    np.testing.assert_allclose(np.linalg.norm(block, axis=1), [1.5, 1.5, 0.0, 1.5], atol=1e-5)
+    # A repeated word counts each time it occurs, before normalisation.
+    np.testing.assert_allclose(block[3], 1.5 * vectors[ids["red"]] / np.linalg.norm(vectors[ids["red"]]), atol=1e-5)
+
+
+def test_the_vectors_carry_meaning_no_text_shares() -> None:
+    """Texts that share no word: the phones are closer to each other than to a dress. A shuffled or
+    misaligned table (rows not the tokens' own) fails this."""
+    iphone, galaxy, dress = (_vector(t) for t in ("iphone unlocked", "samsung galaxy smartphone", "lace midi dress"))
+    assert iphone @ galaxy > iphone @ dress + 0.1
+    assert galaxy @ galaxy == pytest.approx(1.0, abs=1e-5)
+
+
+def test_weight_zero_is_an_empty_block_of_the_same_width() -> None:
+    block = WordVectors(weight=0.0).fit(pd.DataFrame({"t": ["phone"]})).transform(pd.DataFrame({"t": ["x"] * 3}))
+    assert block.shape == (3, DIMS) and block.nnz == 0
+
+
+def test_a_model_trained_with_another_table_is_refused() -> None:
+    fitted = WordVectors().fit(pd.DataFrame({"t": ["phone case"]}))
+    fitted.digest_ = "0" * 64
+    with pytest.raises(ValueError, match="other word vectors"):
+        fitted.transform(pd.DataFrame({"t": ["phone"]}))
+
+
+def test_saved_and_loaded_with_the_trusted_types_without_its_word_cache(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"t": ["vintage leather bag", "new iphone case", "kids lego set"]})
+    fitted = WordVectors().fit(frame)
+    before = fitted.transform(frame).toarray()
+    assert fitted.__dict__.get("_piece_cache")  # words seen are remembered in the process ...
+    path = tmp_path / "vectors.skops"
+    skops.io.dump(fitted, path)
+    loaded = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    assert "_piece_cache" not in loaded.__dict__  # ... and never saved
+    np.testing.assert_array_equal(loaded.transform(frame).toarray(), before)
