@@ -7,12 +7,14 @@ paired difference to the reference with its Nadeau-Bengio corrected standard err
 - ``reference``: TF-IDF + one-hot Ridge, alpha chosen by 3-fold CV on the fold's training rows;
 - ``default``: the packaged parameters, as ``price-alchemy train`` runs them (Hyperopt over the
   families on an inner validation split, then the final fit on the fold's training rows);
-- ``families=<a>+<b>`` for each ``--families`` option given (other family sets, same budget).
+- ``families=<a>+<b>`` for each ``--families`` option given (other family sets, same budget);
+- ``meaning=<w>`` for each ``--meaning-weight`` given (``features.meaning_weight``, the pretrained
+  word-vector blocks; 0 turns them off).
 
 The default changes only for a paired gain above 2 standard errors (``would replace the default``).
 
     .venv/bin/python benchmarks/model_quality.py [--data PATH] [--seeds 3] [--folds 5]
-        [--max-evals N] [--timeout S] [--families ridge] [--families ridge stack]
+        [--max-evals N] [--timeout S] [--families ridge] [--families ridge stack] [--meaning-weight 0]
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def main() -> int:
     parser.add_argument("--max-evals", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=None)
     parser.add_argument("--families", nargs="+", action="append", default=[], help="an extra candidate")
+    parser.add_argument(
+        "--meaning-weight", type=float, action="append", default=[], help="an extra candidate"
+    )
     args = parser.parse_args()
 
     base = load_params()
@@ -67,6 +72,10 @@ def main() -> int:
         candidates["families=" + "+".join(families)] = with_budget(
             base, args.max_evals, args.timeout, families
         )
+    for weight in args.meaning_weight:
+        default = candidates[DEFAULT]
+        features = default.features.model_copy(update={"meaning_weight": weight})
+        candidates[f"meaning={weight:g}"] = default.model_copy(update={"features": features})
     listings = usable_for_training(read_listings(args.data).listings)
     tuning = candidates[DEFAULT].tuning
     print(

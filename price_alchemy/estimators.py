@@ -548,9 +548,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
 
         reduced = self._svd_input(X[meta], text[meta])
         components = min(self.svd_components, reduced.shape[1] - 1, len(meta) - 1)
-        self.svd_ = (
-            TruncatedSVD(components, random_state=self.seed).fit(reduced) if components >= 1 else None
-        )
+        self.svd_ = TruncatedSVD(components, random_state=self.seed).fit(reduced) if components >= 1 else None
         features = self._meta(ridge_oof, knn, means, counts, X[meta], text[meta])
         trees = LGBMRegressor(
             learning_rate=self.learning_rate,

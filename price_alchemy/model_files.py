@@ -12,7 +12,9 @@ load. Here, before a single byte is deserialized:
    own files is ignored);
 
 and once loaded, the object must be a scikit-learn ``Pipeline`` (what the package saves), so a
-harmless but foreign object, such as a constant regressor, is not served as a price model.
+harmless but foreign object, such as a constant regressor, is not served as a price model, and its
+word-vector blocks must have been fitted with the word-vector table this installation ships
+(:mod:`price_alchemy.word_vectors`; another table would give other features).
 
 Any failure raises :class:`ModelRefusedError` naming the model and the reason. No network, no
 MLflow: :mod:`price_alchemy.mlflow_store` downloads, this module checks and loads.
@@ -26,6 +28,7 @@ from typing import Any
 
 from price_alchemy.errors import ModelRefusedError
 from price_alchemy.estimators import TRUSTED_TYPES
+from price_alchemy.word_vectors import check_word_vectors
 
 SKOPS_FORMAT = "skops"
 
@@ -99,4 +102,8 @@ def load_model_dir(model_dir: Path, *, expected_digest: str | None, what: str) -
         raise ModelRefusedError(f"{what}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
     if not isinstance(loaded, Pipeline):
         raise ModelRefusedError(f"{what}: holds a {type(loaded).__name__}, not a price_alchemy pipeline")
+    try:
+        check_word_vectors(loaded)
+    except ValueError as exc:
+        raise ModelRefusedError(f"{what}: {exc}") from exc
     return loaded

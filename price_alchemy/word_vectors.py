@@ -12,8 +12,9 @@ way the encoder's own tokenizer does (accents stripped, the longest piece of the
 ``##`` marking a continuation). The IDF is fitted on the training texts. The product is one sparse
 (texts x pieces) by dense (pieces x dims) multiplication, so it costs about as much as TF-IDF.
 
-A fitted :class:`WordVectors` records the table's digest; a model is refused (``ValueError``) when
-the installed table differs from the one it was trained with.
+A fitted :class:`WordVectors` records the table's digest; a model is refused when the installed
+table differs from the one it was trained with (:func:`check_word_vectors`, which
+:mod:`price_alchemy.model_files` runs on every load; ``transform`` checks it too).
 """
 
 from __future__ import annotations
@@ -192,19 +193,24 @@ class WordVectors(TransformerMixin, BaseEstimator):
         n = len(X)
         if self.weight == 0:
             return sp.csr_matrix((n, DIMS), dtype=np.float32)
-        packaged = table()
-        if packaged.digest != self.digest_:
-            raise ValueError(
-                "this model was trained with other word vectors than the installed package's "
-                f"(sha256 {self.digest_[:12]}, installed {packaged.digest[:12]}): install the "
-                "price-alchemy version it was trained with, or train it again"
-            )
+        packaged = self.check_table()
         weighted = self._counts(self._texts(X), len(packaged.ids))
         weighted.data *= self.idf_[weighted.indices]
         block = normalize(np.asarray(weighted @ packaged.vectors, dtype=np.float32))
         if self.weight != 1.0:
             block *= np.float32(self.weight)
         return sp.csr_matrix(block)
+
+    def check_table(self) -> Table:
+        """The installed table, if it is the one this was fitted with; else ValueError."""
+        packaged = table()
+        if packaged.digest != self.digest_:
+            raise ValueError(
+                "trained with other word vectors than the installed package's "
+                f"(sha256 {self.digest_[:12]}, installed {packaged.digest[:12]}): install the "
+                "price-alchemy version it was trained with, or train it again"
+            )
+        return packaged
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return np.asarray([f"meaning_{i}" for i in range(DIMS)], dtype=object)
@@ -214,3 +220,12 @@ class WordVectors(TransformerMixin, BaseEstimator):
         state.pop("_piece_cache", None)
         return state
 
+
+def check_word_vectors(pipeline: Any) -> None:
+    """ValueError when a fitted pipeline's word-vector blocks were fitted with another table than
+    the installed one (blocks turned off, ``weight`` 0, do not read it and pass)."""
+    features = getattr(pipeline, "named_steps", {}).get("features")
+    vectorize = getattr(features, "named_steps", {}).get("vectorize")
+    for step in getattr(vectorize, "named_transformers_", {}).values():
+        if isinstance(step, WordVectors) and step.weight != 0:
+            step.check_table()

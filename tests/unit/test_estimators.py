@@ -19,7 +19,14 @@ from price_alchemy.estimators import (
     keep_columns,
     searched_columns,
 )
-from price_alchemy.features import CODE_COLUMNS, NUMERIC, build_featurizer, build_pipeline
+from price_alchemy.features import (
+    CODE_COLUMNS,
+    MEANING_COLUMNS,
+    NUMERIC,
+    build_featurizer,
+    build_pipeline,
+    text_start,
+)
 from price_alchemy.params import FeatureParams
 from price_alchemy.schema import FEATURE_COLUMNS
 from price_alchemy.training.families import make_estimator
@@ -271,3 +278,23 @@ def test_the_packaged_search_space_gives_the_stack_its_knn_max_df() -> None:
     config = sample(search_space(tuning), rng=np.random.default_rng(0))
     assert config["family"] == "stack"
     assert make_estimator(config).knn_max_df == tuning.stack.knn_max_df == 0.02
+
+
+def test_the_stack_searches_the_tf_idf_and_reduces_it_with_the_word_vectors(
+    featurized: tuple[sp.csr_matrix, np.ndarray, object],
+) -> None:
+    """The dense word-vector blocks are in every row: the kNN leaves them out of its reference (its
+    size stays that of the sparse text), while the SVD given to the trees sees them."""
+    X, y, featurizer = featurized
+    start = text_start(featurizer)
+    assert start == len(CODE_COLUMNS) + len(NUMERIC) + MEANING_COLUMNS
+    assert X[:, start - MEANING_COLUMNS : start].nnz > 0.9 * X.shape[0] * MEANING_COLUMNS
+    stack = make_estimator(SMALL_STACK).fit(X, y)
+    assert stack.n_dense == MEANING_COLUMNS
+    assert stack.knn_reference_.shape[1] == X.shape[1] - start
+    np.testing.assert_allclose(
+        stack.knn_reference_[:5].toarray(), normalize(X[:5, start:]).toarray(), rtol=1e-5, atol=1e-7
+    )
+    assert stack.svd_.components_.shape[1] == X.shape[1] - len(CODE_COLUMNS) - len(NUMERIC)
+    meaning = np.abs(stack.svd_.components_[:, :MEANING_COLUMNS]).sum()
+    assert meaning > 0.1 * np.abs(stack.svd_.components_).sum()

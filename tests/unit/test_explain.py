@@ -16,6 +16,7 @@ from price_alchemy.params import Params
 from price_alchemy.schema import FEATURE_COLUMNS, PRICE
 from price_alchemy.similar import FIELD_CUTS, SimilarIndex, _knn_rows, reference_listings
 from price_alchemy.training.families import make_estimator
+from price_alchemy.word_vectors import DIMS
 
 pytestmark = pytest.mark.unit
 
@@ -91,6 +92,14 @@ def test_the_linear_part_adds_up_exactly(models: dict[str, Any], queries: pd.Dat
     assert f"condition: {condition}" in labels
     assert f"shipping: paid by {'seller' if shipping == 1 else 'buyer'}" in labels
     assert not {f"condition: {c}" for c in range(1, 6) if c != condition} & labels
+    # The word-vector blocks are one effect each: coefficients x the listing's vector, all columns.
+    title = "name, brand and category: what the words mean"
+    start = explainer.layout.meaning[0][0].start
+    at = start - codes.n_codes  # the encoder puts the columns after the codes first
+    coef = np.asarray(ridge.coef_, dtype=np.float64)[at : at + DIMS]
+    vector = X[0, start : start + DIMS].toarray()[0]
+    assert found[0].effects[title] == pytest.approx(float(coef @ vector), abs=1e-6)
+    assert found[0].effects[title] != 0
 
 
 @pytest.mark.parametrize("family", ["ridge", "lightgbm", "stack", "blend"])

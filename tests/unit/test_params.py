@@ -32,6 +32,7 @@ def test_packaged_parameters_load_with_the_documented_values() -> None:
     assert params.tuning.families == ("stack",)  # chosen by 5-fold CV (benchmarks/model_quality.py)
     assert params.promotion.margin == 0.002
     assert params.tuning.stack.knn_max_df == 0.02  # weighed by benchmarks/knn_pruning.py
+    assert params.features.meaning_weight == 1.0  # weighed by benchmarks/word_vectors.py
     # The YAML and the code defaults tell the same story (an override file may omit any key).
     assert params == Params()
 

@@ -9,8 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io
+import yaml
 
+from price_alchemy import model_files
+from price_alchemy.data.synthetic import generate_listings
+from price_alchemy.errors import ModelRefusedError
 from price_alchemy.estimators import TRUSTED_TYPES
+from price_alchemy.features import MEANING_BLOCKS, build_featurizer, build_pipeline
+from price_alchemy.params import FeatureParams
+from price_alchemy.schema import FEATURE_COLUMNS
+from price_alchemy.training.families import make_estimator
 from price_alchemy.word_vectors import DIMS, WordVectors, table, word_pieces
 
 pytestmark = pytest.mark.unit
@@ -71,19 +79,25 @@ def test_a_text_is_the_idf_weighted_mean_of_its_pieces_normalised() -> None:
     assert not block[2].any()  # no words: a zero row, not NaN
     np.testing.assert_allclose(np.linalg.norm(block, axis=1), [1.5, 1.5, 0.0, 1.5], atol=1e-5)
     # A repeated word counts each time it occurs, before normalisation.
-    np.testing.assert_allclose(block[3], 1.5 * vectors[ids["red"]] / np.linalg.norm(vectors[ids["red"]]), atol=1e-5)
+    np.testing.assert_allclose(
+        block[3], 1.5 * vectors[ids["red"]] / np.linalg.norm(vectors[ids["red"]]), atol=1e-5
+    )
 
 
 def test_the_vectors_carry_meaning_no_text_shares() -> None:
     """Texts that share no word: the phones are closer to each other than to a dress. A shuffled or
     misaligned table (rows not the tokens' own) fails this."""
-    iphone, galaxy, dress = (_vector(t) for t in ("iphone unlocked", "samsung galaxy smartphone", "lace midi dress"))
+    iphone, galaxy, dress = (
+        _vector(t) for t in ("iphone unlocked", "samsung galaxy smartphone", "lace midi dress")
+    )
     assert iphone @ galaxy > iphone @ dress + 0.1
     assert galaxy @ galaxy == pytest.approx(1.0, abs=1e-5)
 
 
 def test_weight_zero_is_an_empty_block_of_the_same_width() -> None:
-    block = WordVectors(weight=0.0).fit(pd.DataFrame({"t": ["phone"]})).transform(pd.DataFrame({"t": ["x"] * 3}))
+    block = (
+        WordVectors(weight=0.0).fit(pd.DataFrame({"t": ["phone"]})).transform(pd.DataFrame({"t": ["x"] * 3}))
+    )
     assert block.shape == (3, DIMS) and block.nnz == 0
 
 
@@ -104,3 +118,30 @@ def test_saved_and_loaded_with_the_trusted_types_without_its_word_cache(tmp_path
     loaded = skops.io.load(path, trusted=list(TRUSTED_TYPES))
     assert "_piece_cache" not in loaded.__dict__  # ... and never saved
     np.testing.assert_array_equal(loaded.transform(frame).toarray(), before)
+
+
+def test_a_saved_model_fitted_with_another_table_is_refused_on_load(tmp_path: Path) -> None:
+    """model_files refuses it before it serves (the API then keeps its last good model); a model
+    with the blocks turned off does not read the table and loads."""
+    listings = generate_listings(200, seed=3)
+    listings = listings[listings["price"] > 0]
+    for weight, refused in ((1.0, True), (0.0, False)):
+        features = FeatureParams(meaning_weight=weight)
+        pipeline = build_pipeline(
+            build_featurizer(features), make_estimator({"family": "ridge", "alpha": 3.0})
+        )
+        pipeline.fit(listings[list(FEATURE_COLUMNS)], listings["price"].to_numpy())
+        blocks = pipeline.named_steps["features"].named_steps["vectorize"].named_transformers_
+        for name in MEANING_BLOCKS:
+            blocks[name].digest_ = "f" * 64  # as if trained on another release's table
+        folder = tmp_path / f"model-{weight:g}"
+        folder.mkdir()
+        skops.io.dump(pipeline, folder / "model.skops")
+        flavor = {"serialization_format": "skops", "pickled_model": "model.skops"}
+        (folder / "MLmodel").write_text(yaml.safe_dump({"flavors": {"sklearn": flavor}}))
+        if refused:
+            with pytest.raises(ModelRefusedError, match="other word vectors"):
+                model_files.load_model_dir(folder, expected_digest=None, what="model 7")
+        else:
+            loaded = model_files.load_model_dir(folder, expected_digest=None, what="model 7")
+            assert loaded.predict(listings[list(FEATURE_COLUMNS)].head(3)).shape == (3,)
