@@ -32,7 +32,7 @@ import pandas as pd
 from cv_protocol import DEFAULT_DATA, fixed_stack_config, repeated_folds
 
 from price_alchemy.data.files import read_listings
-from price_alchemy.estimators import _lookup, _split_codes
+from price_alchemy.estimators import _codes, _lookup
 from price_alchemy.features import build_featurizer, build_pipeline
 from price_alchemy.params import load_params
 from price_alchemy.price_range import SCALE_ALPHA, SCALE_CLIP, SCALE_FLOOR, ListingScale
@@ -67,7 +67,7 @@ def out_of_fold(data: Path) -> pd.DataFrame:
         weights = np.clip(top, 1e-6, None) ** 2
         prices = stack.knn_targets_[nearest]
         mean = (weights * prices).sum(1) / weights.sum(1)
-        codes, _ = _split_codes(X, stack.n_codes)
+        codes = _codes(X, stack.n_codes)
         counts = _lookup(codes, stack.counts_, 0.0)
         log_pred = np.log1p(pipeline.predict(test))
         parts.append(

@@ -26,6 +26,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "price_alchemy.features.CategoryCodes",
     "price_alchemy.features.CompactTfidfVectorizer",
     "price_alchemy.features._scale",
+    "price_alchemy.features._sparse_rows",
     "price_alchemy.features.clean_listings",
     "price_alchemy.mlp.SparseMLPRegressor",
     "price_alchemy.word_vectors.WordVectors",
@@ -169,10 +170,16 @@ def _lookup(codes: np.ndarray, tables: list[np.ndarray], default: float) -> np.n
     return out
 
 
+def _codes(X: Any, n_codes: int) -> np.ndarray:
+    """The leading category codes of featurizer output, as integers (0 = unseen)."""
+    codes = np.rint(sp.csr_matrix(X)[:, :n_codes].toarray()).astype(np.int64)
+    return np.clip(codes, 0, None)
+
+
 def _split_codes(X: Any, n_codes: int) -> tuple[np.ndarray, Any]:
+    """The codes and the other columns (a copy of them: call :func:`_codes` when only codes are needed)."""
     X = sp.csr_matrix(X)
-    codes = np.rint(X[:, :n_codes].toarray()).astype(np.int64)
-    return np.clip(codes, 0, None), X[:, n_codes:]
+    return _codes(X, n_codes), X[:, n_codes:]
 
 
 class CodeEncoder(TransformerMixin, BaseEstimator):
@@ -204,7 +211,7 @@ class CodeEncoder(TransformerMixin, BaseEstimator):
         self.seed = seed
 
     def fit(self, X: Any, y: Any) -> CodeEncoder:
-        codes, _ = _split_codes(X, self.n_codes)
+        codes = _codes(X, self.n_codes)
         y = np.asarray(y, dtype=np.float64)
         self.prior_ = float(y.mean())
         self.sizes_ = (codes.max(axis=0) + 1).astype(np.int64)
@@ -377,7 +384,8 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
         from sklearn.preprocessing import normalize
 
         start = self.n_codes + self.n_numeric + self.n_dense
-        return normalize(X[:, start:], copy=True).astype(np.float32)
+        # A column slice of a CSR matrix is a new matrix: normalised in place, the caller's X is untouched.
+        return normalize(sp.csr_matrix(X)[:, start:], copy=False).astype(np.float32, copy=False)
 
     def _svd_input(self, X: Any, text: Any) -> Any:
         """What the SVD reduces: the TF-IDF with the ``n_dense`` word-vector columns before it."""
@@ -385,7 +393,8 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
 
         if not self.n_dense:
             return text
-        return normalize(X[:, self.n_codes + self.n_numeric :], copy=True).astype(np.float32)
+        tail = sp.csr_matrix(X)[:, self.n_codes + self.n_numeric :]
+        return normalize(tail, copy=False).astype(np.float32, copy=False)
 
     @property
     def knn_reference_(self) -> Any:
@@ -507,7 +516,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
             if n <= self.max_meta_rows
             else np.sort(rng.choice(n, self.max_meta_rows, replace=False))
         )
-        codes, _ = _split_codes(X, self.n_codes)
+        codes = _codes(X, self.n_codes)
         prior = float(y.mean())
 
         ridge_oof = np.empty(len(meta))
@@ -581,7 +590,7 @@ class StackedRegressor(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "meta_")
         X = sp.csr_matrix(X, dtype=np.float32)
-        codes, _ = _split_codes(X, self.n_codes)
+        codes = _codes(X, self.n_codes)
         ridge = np.asarray(self.base_.predict(X), dtype=np.float64)
         text = self._text(X)
         features = self._meta(

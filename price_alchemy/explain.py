@@ -35,8 +35,8 @@ from price_alchemy.estimators import (
     FrequentColumns,
     StackedRegressor,
     WeightedBlend,
+    _codes,
     _lookup,
-    _split_codes,
 )
 from price_alchemy.feature_labels import FeatureLayout, RowLabels
 
@@ -134,7 +134,7 @@ def _stack(
     codes_step, ridge = (step for _, step in stack.base_.steps)
     Z = codes_step.transform(X)  # the inner Ridge's input, as in ``stack.base_.predict``
     linear = _linear(codes_step, ridge, Z, layout, rows)
-    codes, _ = _split_codes(X, stack.n_codes)
+    codes = _codes(X, stack.n_codes)
     text = stack._text(X)
     features = stack._meta(
         np.asarray(ridge.predict(Z), dtype=np.float64),

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -204,7 +205,9 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
         self.categories_ = [np.sort(X[c].astype(str).unique()) for c in X.columns]
         return self
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
+    def transform(self, X: pd.DataFrame) -> sp.csr_matrix:
+        """CSR, as every block: a ColumnTransformer stacks all-CSR blocks directly, where one dense
+        block sends every block through COO (measured: 5-10x the time of the stacking)."""
         check_is_fitted(self, "categories_")
         out = np.zeros((len(X), len(self.categories_)), dtype=np.float32)
         for j, (column, categories) in enumerate(zip(X.columns, self.categories_, strict=True)):
@@ -213,7 +216,7 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
             pos = np.minimum(pos, len(categories) - 1)
             found = categories[pos] == values
             out[:, j] = np.where(found, pos + 1, 0)
-        return out
+        return sp.csr_matrix(out)
 
 
 class CompactTfidfVectorizer(TfidfVectorizer):
@@ -260,11 +263,16 @@ def _scale(X: Any, by: float) -> Any:
     return X * np.float32(by)
 
 
+def _sparse_rows(X: pd.DataFrame) -> sp.csr_matrix:
+    """The numeric columns as CSR float32 (see :meth:`CategoryCodes.transform`)."""
+    return sp.csr_matrix(X.to_numpy(dtype=np.float32))
+
+
 def build_featurizer(params: FeatureParams) -> Pipeline:
     """Unfitted cleaning + vectorizing pipeline: raw listings -> sparse float32 matrix (see module doc)."""
     transformers: list[tuple[str, object, str | list[str]]] = [
         ("codes", CategoryCodes(), list(CODE_COLUMNS)),
-        ("numeric", "passthrough", list(NUMERIC)),
+        ("numeric", FunctionTransformer(_sparse_rows, feature_names_out="one-to-one"), list(NUMERIC)),
         *((name, WordVectors(params.meaning_weight), columns) for name, columns in MEANING_BLOCKS.items()),
         (
             "name_words",

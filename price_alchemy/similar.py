@@ -107,7 +107,7 @@ def text_vectors(X: Any, start: int) -> Any:
     representation."""
     from sklearn.preprocessing import normalize
 
-    return normalize(sp.csr_matrix(X)[:, start:], copy=True).astype(np.float32)
+    return normalize(sp.csr_matrix(X)[:, start:], copy=True).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)

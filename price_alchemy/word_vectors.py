@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
 #: Dimensions of the packaged table (the featurizer's layout depends on it: two blocks of this width).
@@ -196,10 +195,15 @@ class WordVectors(TransformerMixin, BaseEstimator):
         packaged = self.check_table()
         weighted = self._counts(self._texts(X), len(packaged.ids))
         weighted.data *= self.idf_[weighted.indices]
-        block = normalize(np.asarray(weighted @ packaged.vectors, dtype=np.float32))
-        if self.weight != 1.0:
-            block *= np.float32(self.weight)
-        return sp.csr_matrix(block)
+        block = np.asarray(weighted @ packaged.vectors, dtype=np.float32)
+        norms = np.linalg.norm(block, axis=1)
+        filled = norms > 0  # a text without words has no entries (not explicit zeros)
+        block = block[filled] * (np.float32(self.weight) / norms[filled, None])
+        # Built straight from the dense rows: scipy's dense -> CSR conversion scans every cell.
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(filled * DIMS, out=indptr[1:])
+        indices = np.tile(np.arange(DIMS, dtype=np.int32), len(block))
+        return sp.csr_matrix((block.ravel(), indices, indptr), shape=(n, DIMS))
 
     def check_table(self) -> Table:
         """The installed table, if it is the one this was fitted with; else ValueError."""
