@@ -43,7 +43,14 @@ from sklearn.preprocessing import FunctionTransformer
 
 from price_alchemy.data.files import read_listings
 from price_alchemy.estimators import StackedRegressor
-from price_alchemy.features import CODE_COLUMNS, NUMERIC, build_featurizer, build_pipeline, clean_listings
+from price_alchemy.features import (
+    CODE_COLUMNS,
+    MEANING_COLUMNS,
+    NUMERIC,
+    build_featurizer,
+    build_pipeline,
+    clean_listings,
+)
 from price_alchemy.params import load_params
 from price_alchemy.training.evaluate import rmsle
 from price_alchemy.training.stages import usable_for_training
@@ -136,8 +143,10 @@ CANDIDATES: dict[str, Callable[[Pipeline], tuple[Pipeline, int]]] = {
 
 
 def stack(n_numeric: int, config: dict[str, Any]) -> StackedRegressor:
-    keys = set(StackedRegressor(0, 0).get_params()) - {"n_codes", "n_numeric"}
-    return StackedRegressor(len(CODE_COLUMNS), n_numeric, **{k: v for k, v in config.items() if k in keys})
+    """The packaged stack (``families.make_estimator``'s) with ``n_numeric`` numeric columns."""
+    keys = set(StackedRegressor(0, 0).get_params()) - {"n_codes", "n_numeric", "n_dense"}
+    settings = {k: v for k, v in config.items() if k in keys}
+    return StackedRegressor(len(CODE_COLUMNS), n_numeric, n_dense=MEANING_COLUMNS, **settings)
 
 
 def main() -> int:

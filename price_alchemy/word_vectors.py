@@ -9,8 +9,13 @@ read (``allow_pickle=False``); neither PyTorch nor the encoder is needed.
 :class:`WordVectors` turns a text into the IDF-weighted mean of its word pieces' vectors,
 L2-normalised: words are the featurizer's (``\\w+``, lower-cased), each split into word pieces the
 way the encoder's own tokenizer does (accents stripped, the longest piece of the vocabulary first,
-``##`` marking a continuation). The IDF is fitted on the training texts. The product is one sparse
-(texts x pieces) by dense (pieces x dims) multiplication, so it costs about as much as TF-IDF.
+``##`` marking a continuation), a text being its first :data:`MAX_PIECES` pieces. The IDF is
+fitted on the training texts. The product is one sparse (texts x pieces) by dense (pieces x dims)
+multiplication; the word splitting is plain Python, each word's pieces remembered. On the sample
+the two blocks add about a third to the featurizer's time (``docs/batch-scoring.md``); the
+bounds (a word over 100 characters has no pieces, at most 512 words and 256 pieces per text, at
+most 18 characters per match tried) keep a text of long made-up words from costing more than a
+few milliseconds.
 
 A fitted :class:`WordVectors` records the table's digest; a model is refused when the installed
 table differs from the one it was trained with (:func:`check_word_vectors`, which
@@ -39,7 +44,13 @@ from sklearn.utils.validation import check_is_fitted
 DIMS = 128
 _WORD = re.compile(r"(?u)\b\w+\b")
 _MAX_WORD = 100  # characters: a longer "word" is no word (the encoder's tokenizer: [UNK])
-_CACHE_WORDS = 500_000
+#: A text is its first MAX_PIECES word pieces (the encoder's input length the table was weighed
+#: with), found among its first MAX_WORDS words: the work per text is bounded whatever its length.
+MAX_PIECES = 256
+MAX_WORDS = 512
+#: Words whose pieces are remembered per block (then forgotten all at once); at most _MAX_WORD
+#: characters each, so a few tens of MB at worst.
+_CACHE_WORDS = 200_000
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class Table:
     vectors: np.ndarray  # float32, (pieces, DIMS)
     source: dict[str, Any]
     digest: str  # sha256 of the file's bytes
+    longest: int  # characters of the longest piece (without its "##"): no longer match is tried
 
 
 def _resource() -> Any:
@@ -67,17 +79,27 @@ def table() -> Table:
     tokens = [blob[a:b].decode("utf-8") for a, b in zip([0, *ends[:-1]], ends, strict=True)]
     if vectors.shape != (len(tokens), DIMS):
         raise ValueError(f"word_vectors.npz: vectors {vectors.shape}, expected ({len(tokens)}, {DIMS})")
-    return Table({t: i for i, t in enumerate(tokens)}, vectors, source, hashlib.sha256(raw).hexdigest())
+    longest = max(len(t.removeprefix("##")) for t in tokens)
+    ids = {t: i for i, t in enumerate(tokens)}
+    return Table(ids, vectors, source, hashlib.sha256(raw).hexdigest(), longest)
+
+
+#: The code point ranges the encoder's tokenizer treats as CJK characters (each its own word).
+_CJK = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
 
 
 def _is_cjk(char: str) -> bool:
     code = ord(char)
-    return (
-        0x4E00 <= code <= 0x9FFF
-        or 0x3400 <= code <= 0x4DBF
-        or 0x20000 <= code <= 0x2FA1F
-        or 0xF900 <= code <= 0xFAFF
-    )
+    return any(low <= code <= high for low, high in _CJK)
 
 
 def _basic_parts(word: str) -> list[str]:
@@ -100,17 +122,23 @@ def _basic_parts(word: str) -> list[str]:
     return parts
 
 
-def word_pieces(word: str, ids: dict[str, int]) -> tuple[int, ...]:
+def word_pieces(word: str, packaged: Table) -> tuple[int, ...]:
     """Rows of ``word``'s pieces: the longest vocabulary prefix first, then ``##`` continuations.
-    A part that cannot be split into vocabulary pieces has none (the encoder's [UNK], a zero row)."""
+
+    A part that cannot be split into vocabulary pieces has none (the encoder's [UNK], a zero row).
+    A word over :data:`_MAX_WORD` characters has none either (the encoder's limit, applied here to
+    the whole ``\\w+`` word, underscores included). Matches are tried from at most
+    ``packaged.longest`` characters down, so a word costs at most ``len(word) x longest`` lookups.
+    """
+    if len(word) > _MAX_WORD:
+        return ()
+    ids, longest = packaged.ids, packaged.longest
     out: list[int] = []
     for part in _basic_parts(word):
-        if len(part) > _MAX_WORD:
-            continue
         found: list[int] = []
         start = 0
         while start < len(part):
-            end = len(part)
+            end = min(len(part), start + longest)
             while end > start:
                 piece = part[start:end] if start == 0 else "##" + part[start:end]
                 row = ids.get(piece)
@@ -142,16 +170,20 @@ class WordVectors(TransformerMixin, BaseEstimator):
         return [" ".join(values) for values in zip(*columns, strict=True)]
 
     def _counts(self, texts: list[str], n_pieces: int) -> sp.csr_matrix:
-        """(texts x pieces) occurrence counts."""
+        """(texts x pieces) occurrence counts of each text's first :data:`MAX_PIECES` pieces."""
         pieces = self._pieces()
         indices: list[int] = []
         indptr = [0]
         for text in texts:
-            for word in _WORD.findall(text):
+            start = len(indices)
+            for word in _WORD.findall(text)[:MAX_WORDS]:
                 found = pieces.get(word)
                 if found is None:
                     found = self._remember(word)
                 indices.extend(found)
+                if len(indices) - start >= MAX_PIECES:
+                    del indices[start + MAX_PIECES :]
+                    break
             indptr.append(len(indices))
         data = np.ones(len(indices), dtype=np.float32)
         counts = sp.csr_matrix(
@@ -171,7 +203,9 @@ class WordVectors(TransformerMixin, BaseEstimator):
         pieces = self._pieces()
         if len(pieces) >= _CACHE_WORDS:  # bounded: a stream of new words cannot grow it forever
             pieces.clear()
-        found = pieces[word] = word_pieces(word, table().ids)
+        found = word_pieces(word, table())
+        if len(word) <= _MAX_WORD:  # longer ones have no pieces, and would only fill the cache
+            pieces[word] = found
         return found
 
     def fit(self, X: Any, y: Any = None) -> WordVectors:

@@ -11,7 +11,13 @@ import pytest
 
 from price_alchemy.estimators import WeightedBlend
 from price_alchemy.explain import NO_REFERENCES, Explainer, _linear
-from price_alchemy.features import build_featurizer, build_pipeline
+from price_alchemy.features import (
+    LEADING_COLUMNS,
+    MEANING_BLOCKS,
+    build_featurizer,
+    build_pipeline,
+    text_start,
+)
 from price_alchemy.params import Params
 from price_alchemy.schema import FEATURE_COLUMNS, PRICE
 from price_alchemy.similar import FIELD_CUTS, SimilarIndex, _knn_rows, reference_listings
@@ -216,3 +222,49 @@ def test_unusable_references_are_named(models: dict[str, Any], section: Any, rea
         SimilarIndex.build(models["ridge"], section)
     explainer = Explainer(models["ridge"], section)
     assert explainer.index is None and reason in str(explainer.similar_unavailable)
+
+
+@pytest.mark.parametrize("family", ["ridge", "stack"])
+def test_a_model_saved_before_the_word_vectors_still_explains(
+    params: Params, fit_rows: pd.DataFrame, family: str
+) -> None:
+    """Its featurizer has no word-vector blocks (the TF-IDF right after the numeric columns) and its
+    stack no ``n_dense``: it prices, explains and finds a training listing itself as before."""
+    featurizer = build_featurizer(params.features)
+    columns = featurizer.named_steps["vectorize"]
+    columns.transformers = [t for t in columns.transformers if t[0] not in MEANING_BLOCKS]
+    estimator = make_estimator({**CONFIGS[family], "knn_max_reference": 5000})
+    if family == "stack":
+        estimator.set_params(n_dense=0)
+    pipeline = build_pipeline(featurizer, estimator)
+    pipeline.fit(fit_rows[list(FEATURE_COLUMNS)], fit_rows[PRICE].to_numpy(dtype=np.float64))
+    assert text_start(featurizer) == LEADING_COLUMNS
+    estimator = pipeline.named_steps["model"].estimator_
+    if family == "stack":  # as an earlier version saved it: no attribute, the class default (0)
+        del estimator.n_dense
+        assert estimator.get_params()["n_dense"] == 0
+    explainer = Explainer(pipeline, reference_listings(pipeline, fit_rows))
+    assert explainer.similar_unavailable is None and explainer.layout.meaning == []
+    rows = fit_rows.loc[[0, 7], list(FEATURE_COLUMNS)].reset_index(drop=True)
+    X, found = explainer.attributions(rows)
+    np.testing.assert_allclose([a.total for a in found], _log_prediction(pipeline, X), rtol=0, atol=1e-4)
+    assert not any("what the words mean" in label for a in found for label in a.effects)
+    for i, explanation in zip((0, 7), explainer.explain(rows), strict=True):
+        assert explanation.similar is not None
+        assert explanation.similar[0]["name"] == fit_rows.loc[i, "name"]
+        assert explanation.similar[0]["similarity"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_stack_whose_text_starts_elsewhere_than_its_featurizer_s_has_no_similar_listings(
+    models: dict[str, Any], fit_rows: pd.DataFrame
+) -> None:
+    pipeline = models["stack"]
+    section = reference_listings(pipeline, fit_rows)
+    stack = pipeline.named_steps["model"].estimator_
+    stack.n_dense, kept = 0, stack.n_dense
+    try:
+        explainer = Explainer(pipeline, section)
+    finally:
+        stack.n_dense = kept
+    assert explainer.index is None
+    assert "do not start where the featurizer's TF-IDF does" in str(explainer.similar_unavailable)

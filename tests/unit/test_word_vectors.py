@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from price_alchemy.features import MEANING_BLOCKS, build_featurizer, build_pipel
 from price_alchemy.params import FeatureParams
 from price_alchemy.schema import FEATURE_COLUMNS
 from price_alchemy.training.families import make_estimator
-from price_alchemy.word_vectors import DIMS, WordVectors, table, word_pieces
+from price_alchemy.word_vectors import DIMS, MAX_PIECES, MAX_WORDS, WordVectors, table, word_pieces
 
 pytestmark = pytest.mark.unit
 
@@ -50,18 +51,56 @@ def test_words_split_into_the_pieces_the_encoders_tokenizer_gives() -> None:
     featurizer's words never hold punctuation): accents, CJK, over-long words, digits, brands.
     Its [UNK] (a zero row here) is no piece."""
     cases = json.loads(CASES.read_text(encoding="utf-8"))["pieces"]
-    ids = table().ids
+    packaged = table()
+    ids = packaged.ids
     assert len(cases) > 400
     expected = {w: tuple(ids[t] for t in p if t != "[UNK]") for w, p in cases.items()}
-    wrong = {w: p for w, p in expected.items() if word_pieces(w, ids) != p}
+    wrong = {w: p for w, p in expected.items() if word_pieces(w, packaged) != p}
     assert not wrong
 
 
 def test_a_word_with_no_vocabulary_split_has_no_pieces() -> None:
-    ids = table().ids
-    assert word_pieces("x" * 101, ids) == ()
-    assert word_pieces("iphone", ids) == (ids["iphone"],)
-    assert word_pieces("Café", ids) == (ids["cafe"],)
+    packaged = table()
+    ids = packaged.ids
+    assert word_pieces("iphone", packaged) == (ids["iphone"],)
+    assert word_pieces("Café", packaged) == (ids["cafe"],)
+    # The encoder's limit: a word of 100 characters is split, one of 101 is unknown.
+    assert len(word_pieces("ab" * 50, packaged)) > 0
+    assert word_pieces("ab" * 50 + "a", packaged) == ()
+    # A character outside the vocabulary makes the whole part unknown, not just its tail.
+    assert "ǂ" not in ids and "##ǂ" not in ids
+    assert word_pieces("phoneǂ", packaged) == ()
+    assert word_pieces("phone_caseǂ", packaged) == (ids["phone"],)  # parts are split apart
+    # CJK characters are words of their own; the extension blocks the encoder does not split are not.
+    assert word_pieces("日本", packaged) == (ids["日"], ids["本"])
+    assert word_pieces("\U0002ceb0", packaged) == ()
+
+
+def test_the_work_per_text_is_bounded() -> None:
+    """A text is its first MAX_PIECES pieces among its first MAX_WORDS words; a word costs at most
+    (its length x the longest piece) lookups; the words remembered are at most 100 characters."""
+    packaged = table()
+    fitted = WordVectors().fit(pd.DataFrame({"t": ["phone case"]}))
+    counts = fitted._counts(["phone " * 1000, "case", "ǂ " * MAX_WORDS + "phone"], len(packaged.ids))
+    assert counts.sum(axis=1).tolist() == [[MAX_PIECES], [1], [0]]
+
+    class Counting(dict):
+        lookups = 0
+
+        def get(self, key, default=None):  # type: ignore[no-untyped-def]
+            Counting.lookups += 1
+            return super().get(key, default)
+
+    counting = dataclasses.replace(packaged, ids=Counting(packaged.ids))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        word = "".join(rng.choice(list("bcdfghjklmnpqrstvwxz"), 99)) + "ǂ"  # never splits
+        Counting.lookups = 0
+        assert word_pieces(word, counting) == ()
+        assert Counting.lookups <= len(word) * packaged.longest
+    assert packaged.longest == 18
+    fitted.transform(pd.DataFrame({"t": ["x" * 5000 + " " + "y" * 101 + " phone"]}))
+    assert set(fitted.__dict__["_piece_cache"]) == {"phone", "case", "ǂ"}
 
 
 def test_a_text_is_the_idf_weighted_mean_of_its_pieces_normalised() -> None:
@@ -85,13 +124,21 @@ def test_a_text_is_the_idf_weighted_mean_of_its_pieces_normalised() -> None:
 
 
 def test_the_vectors_carry_meaning_no_text_shares() -> None:
-    """Texts that share no word: the phones are closer to each other than to a dress. A shuffled or
-    misaligned table (rows not the tokens' own) fails this."""
-    iphone, galaxy, dress = (
-        _vector(t) for t in ("iphone unlocked", "samsung galaxy smartphone", "lace midi dress")
-    )
-    assert iphone @ galaxy > iphone @ dress + 0.1
-    assert galaxy @ galaxy == pytest.approx(1.0, abs=1e-5)
+    """Each word is nearest to its own kind among words it shares no letters' worth of text with.
+    A table whose rows are shuffled or shifted (not the tokens' own) fails this."""
+    kinds = {
+        "iphone": "smartphone",
+        "dress": "skirt",
+        "sneakers": "boots",
+        "necklace": "bracelet",
+        "lipstick": "mascara",
+        "puppy": "kitten",
+        "guitar": "piano",
+    }
+    words, partners = list(kinds), list(kinds.values())
+    similarity = np.array([_vector(w) for w in words]) @ np.array([_vector(p) for p in partners]).T
+    assert list(similarity.argmax(axis=1)) == list(range(len(words)))
+    assert _vector("galaxy phone") @ _vector("galaxy phone") == pytest.approx(1.0, abs=1e-5)
 
 
 def test_weight_zero_is_an_empty_block_of_the_same_width() -> None:
@@ -145,3 +192,40 @@ def test_a_saved_model_fitted_with_another_table_is_refused_on_load(tmp_path: Pa
         else:
             loaded = model_files.load_model_dir(folder, expected_digest=None, what="model 7")
             assert loaded.predict(listings[list(FEATURE_COLUMNS)].head(3)).shape == (3,)
+
+
+def test_the_title_block_reads_name_brand_and_category_and_the_other_the_description() -> None:
+    listings = generate_listings(300, seed=4)[list(FEATURE_COLUMNS)].reset_index(drop=True)
+    featurizer = build_featurizer(FeatureParams()).fit(listings)
+    slices = featurizer.named_steps["vectorize"].output_indices_
+    title, description = slices["title_meaning"], slices["description_meaning"]
+    base = listings.head(1)
+    variants = pd.concat([base] * 6, ignore_index=True)
+    variants.loc[1, "name"] = "vintage guitar"
+    variants.loc[2, "brand_name"] = "Lululemon"
+    variants.loc[3, "category_name"] = "Electronics/Cell Phones & Accessories/Cell Phones & Smartphones"
+    variants.loc[4, "item_description"] = "brand new in box, never worn"
+    variants.loc[5, "item_description"] = "No description yet"
+    for frame in (
+        variants,
+        pd.concat([variants] * 60, ignore_index=True),
+    ):  # row-wise and vectorised cleaning
+        X = featurizer.transform(frame).tocsr()
+        blocks = {
+            name: X[:6, part].toarray() for name, part in (("title", title), ("description", description))
+        }
+        for row, changed in ((1, "title"), (2, "title"), (3, "title"), (4, "description")):
+            unchanged = "description" if changed == "title" else "title"
+            assert not np.allclose(blocks[changed][row], blocks[changed][0]), (row, changed)
+            np.testing.assert_array_equal(blocks[unchanged][row], blocks[unchanged][0])
+        assert not blocks["description"][5].any()  # the placeholder is no description
+
+
+def test_a_piece_unseen_in_training_counts_with_the_largest_idf() -> None:
+    fitted = WordVectors().fit(pd.DataFrame({"t": ["red dress", "red lace", "red"]}))
+    ids, vectors = table().ids, table().vectors
+    idf_red, idf_unseen = np.log(4 / 4) + 1, np.log(4 / 1) + 1
+    assert fitted.idf_[ids["phone"]] == pytest.approx(idf_unseen)
+    expected = idf_red * vectors[ids["red"]] + idf_unseen * vectors[ids["phone"]]
+    got = fitted.transform(pd.DataFrame({"t": ["red phone"]})).toarray()[0]
+    np.testing.assert_allclose(got, expected / np.linalg.norm(expected), atol=1e-5)
