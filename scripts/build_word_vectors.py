@@ -37,11 +37,8 @@ ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def token_table(model_dir: Path, threads: int) -> tuple[list[str], np.ndarray]:
