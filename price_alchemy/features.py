@@ -273,7 +273,10 @@ def build_featurizer(params: FeatureParams) -> Pipeline:
     transformers: list[tuple[str, object, str | list[str]]] = [
         ("codes", CategoryCodes(), list(CODE_COLUMNS)),
         ("numeric", FunctionTransformer(_sparse_rows, feature_names_out="one-to-one"), list(NUMERIC)),
-        *((name, WordVectors(params.meaning_weight), columns) for name, columns in MEANING_BLOCKS.items()),
+        *(
+            (name, WordVectors(params.meaning_weight, params.meaning_max_rows), columns)
+            for name, columns in MEANING_BLOCKS.items()
+        ),
         (
             "name_words",
             _tfidf(

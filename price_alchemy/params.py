@@ -50,6 +50,8 @@ class FeatureParams(_Strict):
     text_weight: float = Field(2.0, gt=0)
     # Pretrained word-piece vectors of the title and the description (0: off, the blocks stay empty).
     meaning_weight: float = Field(1.0, ge=0)
+    # ... off when fitted on more rows than this (their memory: 2 x 128 dense columns per listing).
+    meaning_max_rows: int = Field(500_000, ge=0)
 
 
 class TrainingParams(_Strict):

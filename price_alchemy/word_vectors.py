@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
+
+log = logging.getLogger(__name__)
 
 #: Dimensions of the packaged table (the featurizer's layout depends on it: two blocks of this width).
 DIMS = 128
@@ -158,11 +161,15 @@ class WordVectors(TransformerMixin, BaseEstimator):
     """Texts (the space-joined ``columns`` of a frame) -> IDF-weighted mean piece vectors, L2-normed.
 
     ``weight`` scales the block (its share of the Ridge penalty, as for the TF-IDF blocks); 0 turns
-    it off (an empty block of the same width, nothing computed).
+    it off (an empty block of the same width, nothing computed). Fitted on more than ``max_rows``
+    texts it is off too (``active_`` False): the dense block multiplies the featurizer's output
+    several times over, which a full-size training could not hold in memory
+    (``docs/model-selection.md``).
     """
 
-    def __init__(self, weight: float = 1.0):
+    def __init__(self, weight: float = 1.0, max_rows: int | None = None):
         self.weight = weight
+        self.max_rows = max_rows
 
     def _texts(self, X: Any) -> list[str]:
         frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
@@ -212,7 +219,14 @@ class WordVectors(TransformerMixin, BaseEstimator):
         packaged = table()
         self.digest_ = packaged.digest
         self.n_features_out_ = DIMS
-        if self.weight == 0:
+        self.active_ = self.weight != 0 and (self.max_rows is None or len(X) <= self.max_rows)
+        if not self.active_:
+            if self.weight != 0:
+                log.warning(
+                    "word vectors off: %d training rows > features.meaning_max_rows (%d)",
+                    len(X),
+                    self.max_rows,
+                )
             self.idf_ = np.zeros(0, dtype=np.float32)
             return self
         counts = self._counts(self._texts(X), len(packaged.ids))
@@ -224,7 +238,7 @@ class WordVectors(TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> sp.csr_matrix:
         check_is_fitted(self, "digest_")
         n = len(X)
-        if self.weight == 0:
+        if not self.active_:
             return sp.csr_matrix((n, DIMS), dtype=np.float32)
         packaged = self.check_table()
         weighted = self._counts(self._texts(X), len(packaged.ids))
@@ -261,9 +275,9 @@ class WordVectors(TransformerMixin, BaseEstimator):
 
 def check_word_vectors(pipeline: Any) -> None:
     """ValueError when a fitted pipeline's word-vector blocks were fitted with another table than
-    the installed one (blocks turned off, ``weight`` 0, do not read it and pass)."""
+    the installed one (blocks turned off, ``active_`` False, do not read it and pass)."""
     features = getattr(pipeline, "named_steps", {}).get("features")
     vectorize = getattr(features, "named_steps", {}).get("vectorize")
     for step in getattr(vectorize, "named_transformers_", {}).values():
-        if isinstance(step, WordVectors) and step.weight != 0:
+        if isinstance(step, WordVectors) and step.active_:
             step.check_table()

@@ -141,6 +141,15 @@ def test_the_vectors_carry_meaning_no_text_shares() -> None:
     assert _vector("galaxy phone") @ _vector("galaxy phone") == pytest.approx(1.0, abs=1e-5)
 
 
+def test_fitted_on_more_rows_than_max_rows_the_block_is_off(caplog: pytest.LogCaptureFixture) -> None:
+    texts = pd.DataFrame({"t": ["red dress", "blue phone", "lace"]})
+    on = WordVectors(max_rows=3).fit(texts)
+    off = WordVectors(max_rows=2).fit(texts)
+    assert on.active_ and on.transform(texts).nnz == 3 * DIMS
+    assert not off.active_ and off.transform(texts).shape == (3, DIMS) and off.transform(texts).nnz == 0
+    assert "3 training rows > features.meaning_max_rows (2)" in caplog.text
+
+
 def test_weight_zero_is_an_empty_block_of_the_same_width() -> None:
     block = (
         WordVectors(weight=0.0).fit(pd.DataFrame({"t": ["phone"]})).transform(pd.DataFrame({"t": ["x"] * 3}))
@@ -169,11 +178,12 @@ def test_saved_and_loaded_with_the_trusted_types_without_its_word_cache(tmp_path
 
 def test_a_saved_model_fitted_with_another_table_is_refused_on_load(tmp_path: Path) -> None:
     """model_files refuses it before it serves (the API then keeps its last good model); a model
-    with the blocks turned off does not read the table and loads."""
+    with the blocks turned off (weight 0, or fitted on more rows than meaning_max_rows) does not
+    read the table and loads."""
     listings = generate_listings(200, seed=3)
     listings = listings[listings["price"] > 0]
-    for weight, refused in ((1.0, True), (0.0, False)):
-        features = FeatureParams(meaning_weight=weight)
+    for weight, max_rows, refused in ((1.0, 500_000, True), (0.0, 500_000, False), (1.0, 50, False)):
+        features = FeatureParams(meaning_weight=weight, meaning_max_rows=max_rows)
         pipeline = build_pipeline(
             build_featurizer(features), make_estimator({"family": "ridge", "alpha": 3.0})
         )
@@ -181,7 +191,7 @@ def test_a_saved_model_fitted_with_another_table_is_refused_on_load(tmp_path: Pa
         blocks = pipeline.named_steps["features"].named_steps["vectorize"].named_transformers_
         for name in MEANING_BLOCKS:
             blocks[name].digest_ = "f" * 64  # as if trained on another release's table
-        folder = tmp_path / f"model-{weight:g}"
+        folder = tmp_path / f"model-{weight:g}-{max_rows}"
         folder.mkdir()
         skops.io.dump(pipeline, folder / "model.skops")
         flavor = {"serialization_format": "skops", "pickled_model": "model.skops"}
