@@ -17,6 +17,10 @@ bounds (a word over 100 characters has no pieces, at most 512 words and 256 piec
 most 18 characters per match tried) keep a text of long made-up words from costing more than a
 few milliseconds.
 
+Words are the featurizer's ``\\w+`` runs, so punctuation tokens are dropped, and text in
+decomposed Unicode form or in scripts with combining marks (Devanagari, Thai) is cut at the marks
+where the encoder's tokenizer would keep the word whole.
+
 A fitted :class:`WordVectors` records the table's digest; a model is refused when the installed
 table differs from the one it was trained with (:func:`check_word_vectors`, which
 :mod:`price_alchemy.model_files` runs on every load; ``transform`` checks it too).
